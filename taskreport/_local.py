@@ -1,0 +1,119 @@
+"""The embedded transport: tasks go straight into a store on this machine (SQLite by default)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ._errors import TaskReportError
+from ._store import Scope, Store, open_store
+from ._transport import Op, PageResult, Row
+
+
+class LocalTransport:
+    """Writes to a store directly. The store is opened on first use, not at import or init."""
+
+    def __init__(self, store_url: str, organization: str, project: str) -> None:
+        self.store_url = store_url
+        self.organization = organization
+        self.project = project
+        self._store: Store | None = None
+        self._scope: Scope | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<LocalTransport {self.organization}/{self.project}>"
+
+    def _open(self) -> tuple[Store, Scope]:
+        store, scope = self._store, self._scope
+        if store is not None and scope is not None:
+            return store, scope
+        with self._lock:
+            if self._store is None or self._scope is None:
+                store = open_store(self.store_url)
+                with store.transaction() as tx:
+                    self._scope = tx.ensure_project(self.organization, self.project)
+                self._store = store
+            return self._store, self._scope
+
+    def send(self, ops: Sequence[Op]) -> list[Row | TaskReportError]:
+        store, scope = self._open()
+        results: list[Row | TaskReportError] = []
+        # one transaction for the whole cycle; a bad op is rolled back alone with a savepoint
+        with store.transaction() as tx:
+            for i, op in enumerate(ops):
+                tx.cur.execute(f"SAVEPOINT op{i}")
+                try:
+                    if op.task_id is None:
+                        row = tx.create_task(scope, op.fields)
+                    else:
+                        row = tx.update_task(scope, op.task_id, op.fields)
+                except TaskReportError as exc:
+                    tx.cur.execute(f"ROLLBACK TO SAVEPOINT op{i}")
+                    results.append(exc)
+                else:
+                    results.append(row)
+                tx.cur.execute(f"RELEASE SAVEPOINT op{i}")
+        return results
+
+    def create_task(self, fields: Mapping[str, Any]) -> Row:
+        store, scope = self._open()
+        with store.transaction() as tx:
+            return tx.create_task(scope, fields)
+
+    def get_task(self, task_id: str) -> Row:
+        store, scope = self._open()
+        with store.transaction(write=False) as tx:
+            return tx.get_task(scope, task_id)
+
+    def update_task(self, task_id: str, fields: Mapping[str, Any]) -> Row:
+        store, scope = self._open()
+        with store.transaction() as tx:
+            return tx.update_task(scope, task_id, fields)
+
+    def cancel_task(self, task_id: str) -> None:
+        store, scope = self._open()
+        with store.transaction() as tx:
+            tx.cancel_task(scope, task_id)
+
+    def list_tasks(self, filters: Mapping[str, Any], cursor: str | None, page_size: int | None) -> PageResult:
+        store, scope = self._open()
+        with store.transaction(write=False) as tx:
+            page = tx.list_tasks(scope, cursor=cursor, page_size=page_size, **filters)
+        return PageResult(page.results, page.next_cursor, page.previous_cursor)
+
+    def list_actions(self, task_id: str) -> list[Row]:
+        store, scope = self._open()
+        with store.transaction(write=False) as tx:
+            return tx.list_actions(scope, task_id)
+
+    def create_action(self, task_id: str, fields: Mapping[str, Any]) -> Row:
+        store, scope = self._open()
+        with store.transaction() as tx:
+            return tx.create_action(scope, task_id, fields)
+
+    def update_action(self, task_id: str, action_id: int, fields: Mapping[str, Any]) -> Row:
+        store, scope = self._open()
+        with store.transaction() as tx:
+            return tx.update_action(scope, task_id, action_id, fields)
+
+    def cancel_action(self, task_id: str, action_id: int) -> None:
+        store, scope = self._open()
+        with store.transaction() as tx:
+            tx.cancel_action(scope, task_id, action_id)
+
+    def set_timeout(self, seconds: float) -> None:
+        """Local writes wait for SQLite's lock only as long as the caller can."""
+        if self._store is not None and self._store.dialect == "sqlite":
+            ms = int(max(0.05, seconds) * 1000)
+            self._store.db.dialect.busy_timeout = ms / 1000  # type: ignore[attr-defined]
+            self._store.db.connection().execute(f"PRAGMA busy_timeout = {ms}")
+
+    def after_fork(self) -> None:
+        # the store's connection pool notices the new pid by itself; nothing else is shared
+        pass
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()

@@ -1,0 +1,218 @@
+"""Connections and transactions for SQLite and PostgreSQL behind one small interface.
+
+SQL is written once with ``?`` placeholders; the PostgreSQL dialect rewrites them. Connections are kept per
+thread and per process: a forked child (Celery prefork) opens its own instead of sharing its parent's socket
+or file handle.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .._errors import ConfigurationError
+
+Row = dict[str, Any]
+
+
+class Dialect:
+    name = "base"
+    serial = ""
+    real = ""
+    bigint = "BIGINT"
+
+    def sql(self, query: str) -> str:
+        return query
+
+    def connect(self) -> Any:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def begin(self, conn: Any, write: bool) -> None:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def commit(self, conn: Any) -> None:
+        conn.execute("COMMIT")
+
+    def rollback(self, conn: Any) -> None:
+        conn.execute("ROLLBACK")
+
+    def lock_schema(self, conn: Any) -> None:
+        """Serialise migrations between processes opening the same database at once."""
+
+
+class SQLiteDialect(Dialect):
+    name = "sqlite"
+    serial = "INTEGER PRIMARY KEY AUTOINCREMENT"
+    real = "REAL"
+
+    def __init__(self, path: Path, busy_timeout: float = 30.0) -> None:
+        self.path = path
+        self.busy_timeout = busy_timeout
+
+    def connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we issue BEGIN ourselves, so writers can take the lock up front
+        conn = sqlite3.connect(
+            str(self.path), timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        return conn
+
+    def begin(self, conn: Any, write: bool) -> None:
+        # IMMEDIATE takes the write lock at BEGIN: a deferred transaction that reads and then writes
+        # fails with SQLITE_BUSY at once when another process wrote meanwhile, without waiting.
+        conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+class PostgresDialect(Dialect):
+    name = "postgresql"
+    serial = "BIGSERIAL PRIMARY KEY"
+    real = "DOUBLE PRECISION"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:  # pragma: no cover - depends on the environment
+            raise ConfigurationError(
+                "a postgresql:// store needs psycopg: pip install 'taskreport[postgres]'"
+            ) from None
+
+    def sql(self, query: str) -> str:
+        return query.replace("?", "%s")
+
+    def connect(self) -> Any:
+        import psycopg
+        from psycopg.rows import dict_row
+
+        return psycopg.connect(self.url, autocommit=True, row_factory=dict_row)
+
+    def begin(self, conn: Any, write: bool) -> None:
+        conn.execute("BEGIN")
+
+    def lock_schema(self, conn: Any) -> None:
+        conn.execute("SELECT pg_advisory_xact_lock(7346215)")
+
+
+class Database:
+    """A thread- and fork-aware pool of one connection per thread."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+        self._local = threading.local()
+        self._all: list[Any] = []
+        self._all_lock = threading.Lock()
+        self._pid = os.getpid()
+
+    def connection(self) -> Any:
+        if self._pid != os.getpid():
+            # after fork: the parent's connections belong to the parent; drop them without closing
+            self._local = threading.local()
+            self._all = []
+            self._all_lock = threading.Lock()
+            self._pid = os.getpid()
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self.dialect.connect()
+            self._local.conn = conn
+            with self._all_lock:
+                self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def transaction(self, write: bool = True) -> Iterator[Cursor]:
+        conn = self.connection()
+        depth = getattr(self._local, "depth", 0)
+        if depth:
+            # nested use (a store call inside a batch) joins the outer transaction
+            self._local.depth = depth + 1
+            try:
+                yield Cursor(conn, self.dialect)
+            finally:
+                self._local.depth = depth
+            return
+        self.dialect.begin(conn, write)
+        self._local.depth = 1
+        try:
+            yield Cursor(conn, self.dialect)
+        except BaseException:
+            self._local.depth = 0
+            try:
+                self.dialect.rollback(conn)
+            except Exception:  # pragma: no cover - the connection is gone; the error that got us here matters
+                self._drop(conn)
+            raise
+        self._local.depth = 0
+        try:
+            self.dialect.commit(conn)
+        except BaseException:
+            self._drop(conn)
+            raise
+
+    def _drop(self, conn: Any) -> None:
+        self._local.conn = None
+        try:
+            conn.close()
+        except Exception:  # pragma: no cover
+            pass
+
+    def close(self) -> None:
+        with self._all_lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            try:
+                conn.close()
+            except Exception:  # pragma: no cover
+                pass
+        self._local = threading.local()
+
+
+class Cursor:
+    """Executes dialect-neutral SQL on one connection inside a transaction."""
+
+    __slots__ = ("conn", "dialect")
+
+    def __init__(self, conn: Any, dialect: Dialect) -> None:
+        self.conn = conn
+        self.dialect = dialect
+
+    def execute(self, query: str, params: Sequence[Any] = ()) -> Any:
+        return self.conn.execute(self.dialect.sql(query), tuple(params))
+
+    def one(self, query: str, params: Sequence[Any] = ()) -> Row | None:
+        row = self.execute(query, params).fetchone()
+        return None if row is None else dict(row)
+
+    def all(self, query: str, params: Sequence[Any] = ()) -> list[Row]:
+        return [dict(r) for r in self.execute(query, params).fetchall()]
+
+    def scalar(self, query: str, params: Sequence[Any] = ()) -> Any:
+        row = self.execute(query, params).fetchone()
+        if row is None:
+            return None
+        return row[0] if self.dialect.name == "sqlite" else next(iter(row.values()))
+
+    def insert(self, query: str, params: Sequence[Any] = ()) -> int:
+        """Run an INSERT and return the new row's integer key."""
+        return int(self.scalar(query + " RETURNING id", params))
+
+
+def dialect_for(url: str) -> Dialect:
+    if url.startswith(("postgresql://", "postgres://")):
+        return PostgresDialect(url)
+    if url.startswith("sqlite://"):
+        # sqlite:///abs/path.db, as SQLAlchemy spells it (sqlite:////abs/path.db works too)
+        path = url[len("sqlite://") :]
+        return SQLiteDialect(Path("/" + path.lstrip("/")) if path.startswith("/") else Path(path))
+    if "://" in url:
+        raise ConfigurationError(f"unsupported store URL scheme: {url.split('://', 1)[0]}://")
+    return SQLiteDialect(Path(url).expanduser())

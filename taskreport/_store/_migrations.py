@@ -1,0 +1,73 @@
+"""The store's schema, as numbered migrations applied in order when a store is opened.
+
+A later release adds a migration to the end of MIGRATIONS; it never edits one that has shipped.
+``{serial}``, ``{real}`` and ``{bigint}`` become each dialect's type.
+"""
+
+from __future__ import annotations
+
+from ._db import Cursor, Database
+
+MIGRATIONS: list[list[str]] = [
+    # 1: tenancy, tasks, tags, actions, users and tokens
+    [
+        "CREATE TABLE organizations (id {serial}, slug TEXT NOT NULL UNIQUE, name TEXT NOT NULL,"
+        " created {real} NOT NULL)",
+        "CREATE TABLE projects (id {serial}, organization_id {bigint} NOT NULL REFERENCES organizations(id),"
+        " slug TEXT NOT NULL, name TEXT NOT NULL, created {real} NOT NULL, UNIQUE (organization_id, slug))",
+        "CREATE TABLE tasks ("
+        " id {serial},"
+        " public_id TEXT NOT NULL UNIQUE,"
+        " project_id {bigint} NOT NULL REFERENCES projects(id),"
+        " name TEXT NOT NULL, queue TEXT, external_id TEXT, status TEXT NOT NULL,"
+        " value {bigint}, value_max {bigint} NOT NULL DEFAULT 100, data TEXT, tags TEXT NOT NULL DEFAULT '{{}}',"
+        " parent TEXT, created {real} NOT NULL, updated {real} NOT NULL, start_time {real}, end_time {real},"
+        " time_to_start {real}, max_runtime {bigint}, stale_timeout {bigint})",
+        "CREATE INDEX tasks_project ON tasks (project_id, id)",
+        "CREATE INDEX tasks_status ON tasks (project_id, status, id)",
+        "CREATE INDEX tasks_name ON tasks (project_id, name, id)",
+        "CREATE INDEX tasks_parent ON tasks (project_id, parent, id)",
+        "CREATE INDEX tasks_external ON tasks (project_id, external_id, id)",
+        "CREATE INDEX tasks_running ON tasks (status, updated)",
+        "CREATE TABLE task_tags (task_id {bigint} NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,"
+        " tag_key TEXT NOT NULL, tag_value TEXT NOT NULL, PRIMARY KEY (task_id, tag_key))",
+        "CREATE INDEX task_tags_lookup ON task_tags (tag_key, tag_value, task_id)",
+        "CREATE TABLE actions (id {serial}, task_id {bigint} NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,"
+        ' "trigger" TEXT NOT NULL, integration TEXT NOT NULL, status TEXT NOT NULL, config TEXT,'
+        " created {real} NOT NULL, updated {real} NOT NULL)",
+        "CREATE INDEX actions_task ON actions (task_id, id)",
+        "CREATE TABLE users (id {serial}, username TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL,"
+        " created {real} NOT NULL)",
+        "CREATE TABLE memberships (user_id {bigint} NOT NULL REFERENCES users(id),"
+        " organization_id {bigint} NOT NULL REFERENCES organizations(id), PRIMARY KEY (user_id, organization_id))",
+        "CREATE TABLE tokens (id {serial}, key_hash TEXT NOT NULL UNIQUE, prefix TEXT NOT NULL,"
+        " organization_id {bigint} NOT NULL REFERENCES organizations(id), user_id {bigint} REFERENCES users(id),"
+        " name TEXT NOT NULL DEFAULT '', created {real} NOT NULL, revoked {real})",
+    ],
+]
+
+LATEST = len(MIGRATIONS)
+
+
+def _render(statement: str, cur: Cursor) -> str:
+    d = cur.dialect
+    return statement.format(serial=d.serial, real=d.real, bigint=d.bigint)
+
+
+def migrate(db: Database) -> int:
+    """Bring the schema up to LATEST; returns the version it was at before."""
+    with db.transaction(write=True) as cur:
+        cur.dialect.lock_schema(cur.conn)
+        cur.execute("CREATE TABLE IF NOT EXISTS taskreport_schema (version INTEGER NOT NULL)")
+        version = cur.scalar("SELECT MAX(version) FROM taskreport_schema") or 0
+        if version > LATEST:
+            from .._errors import ConfigurationError
+
+            raise ConfigurationError(
+                f"the store's schema is version {version}, newer than this taskreport ({LATEST}): upgrade taskreport"
+            )
+        for number in range(version + 1, LATEST + 1):
+            for statement in MIGRATIONS[number - 1]:
+                cur.execute(_render(statement, cur))
+            cur.execute("INSERT INTO taskreport_schema (version) VALUES (?)", (number,))
+    return int(version)

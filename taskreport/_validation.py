@@ -1,0 +1,209 @@
+"""Field rules for tasks and actions, from the API schema; shared by the client and the server.
+
+Every function raises :class:`~taskreport.ValidationError` naming the offending field, and returns the
+fields normalised: statuses as strings, timestamps as epoch seconds, JSON values checked.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ._errors import ValidationError
+from ._status import VALUES as STATUS_VALUES
+from ._timeutil import parse_timestamp
+
+INT64_MAX = 2**63 - 1
+INT32_MAX = 2**31 - 1
+
+#: Fields a client may write on a task.
+TASK_FIELDS = (
+    "name",
+    "queue",
+    "external_id",
+    "status",
+    "value",
+    "value_max",
+    "data",
+    "start_time",
+    "end_time",
+    "time_to_start",
+    "max_runtime",
+    "stale_timeout",
+    "tags",
+    "parent",
+)
+#: Fields the service computes; a stock client may echo them back in a PUT, and they are ignored there.
+TASK_READ_ONLY = frozenset(
+    {"id", "organization", "project", "value_percent", "created", "updated", "url", "public_url"}
+)
+
+
+def _string(field: str, value: Any, *, min_len: int = 0, max_len: int = 255, nullable: bool = False) -> Any:
+    if value is None and nullable:
+        return None
+    if not isinstance(value, str):
+        raise ValidationError(f"must be a string, not {type(value).__name__}.", attr=field)
+    if len(value) < min_len:
+        if min_len == 1:
+            raise ValidationError("may not be blank.", attr=field, code="blank")
+        raise ValidationError(f"must have at least {min_len} characters.", attr=field, code="min_length")
+    if len(value) > max_len:
+        raise ValidationError(f"must have at most {max_len} characters.", attr=field, code="max_length")
+    return value
+
+
+def _integer(field: str, value: Any, *, lo: int, hi: int, nullable: bool) -> int | None:
+    if value is None:
+        if nullable:
+            return None
+        raise ValidationError("may not be null.", attr=field, code="null")
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise ValidationError(f"must be an integer, not {value!r}.", attr=field, code="invalid")
+    if value < lo:
+        raise ValidationError(f"must be greater than or equal to {lo}.", attr=field, code="min_value")
+    if value > hi:
+        raise ValidationError(f"must be less than or equal to {hi}.", attr=field, code="max_value")
+    return int(value)
+
+
+def check_json(field: str, value: Any) -> Any:
+    """``value`` if it serialises to strict JSON (no NaN, string keys); ValidationError otherwise."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f"must be JSON-serialisable: {exc}.", attr=field) from None
+    return value
+
+
+def _status(field: str, value: Any) -> str:
+    text = getattr(value, "value", value)
+    if not isinstance(text, str) or text not in STATUS_VALUES:
+        choices = ", ".join(sorted(STATUS_VALUES))
+        raise ValidationError(
+            f"{value!r} is not a valid choice ({choices}).", attr=field, code="invalid_choice"
+        )
+    return text
+
+
+def _timestamp(field: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        epoch = parse_timestamp(value)
+    except (TypeError, ValueError):
+        raise ValidationError(
+            f"must be a datetime or an ISO 8601 string, not {value!r}.", attr=field, code="invalid"
+        ) from None
+    if not math.isfinite(epoch):
+        raise ValidationError("must be a finite time.", attr=field)
+    return epoch
+
+
+def _duration(field: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        seconds = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValidationError(f"must be a number of seconds, not {value!r}.", attr=field)
+    return seconds
+
+
+def _tags(field: str, value: Any) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise ValidationError("must be a mapping of namespace to value.", attr=field)
+    out: dict[str, str] = {}
+    for key, tag in value.items():
+        _string(f"{field}.{key}", key, min_len=1, max_len=255)
+        out[key] = _string(f"{field}.{key}", tag, min_len=2, max_len=255)
+    return out
+
+
+def _parent(field: str, value: Any) -> Any:
+    if value is None:
+        return None
+    # the client may pass a Task handle whose id is not known yet; the flusher resolves it
+    if hasattr(value, "_is_task_handle"):
+        return value
+    return _string(field, value, min_len=1, max_len=255)
+
+
+_TASK_RULES: dict[str, Callable[[str, Any], Any]] = {
+    "name": lambda f, v: _string(f, v, min_len=1),
+    "queue": lambda f, v: _string(f, v, nullable=True),
+    "external_id": lambda f, v: _string(f, v, nullable=True),
+    "status": _status,
+    "value": lambda f, v: _integer(f, v, lo=0, hi=INT64_MAX, nullable=True),
+    "value_max": lambda f, v: _integer(f, v, lo=0, hi=INT64_MAX, nullable=False),
+    "data": check_json,
+    "start_time": _timestamp,
+    "end_time": _timestamp,
+    "time_to_start": _duration,
+    "max_runtime": lambda f, v: _integer(f, v, lo=1, hi=INT32_MAX, nullable=True),
+    "stale_timeout": lambda f, v: _integer(f, v, lo=1, hi=INT32_MAX, nullable=True),
+    "tags": _tags,
+    "parent": _parent,
+}
+
+
+def validate_task_field(field: str, value: Any) -> Any:
+    rule = _TASK_RULES.get(field)
+    if rule is None:
+        raise ValidationError(f"unknown field; expected one of {', '.join(TASK_FIELDS)}.", attr=field)
+    return rule(field, value)
+
+
+def validate_task(fields: Mapping[str, Any], *, partial: bool, unknown: str = "raise") -> dict[str, Any]:
+    """Normalised task fields. ``partial=False`` requires ``name``.
+
+    ``unknown="ignore"`` drops read-only and unknown fields (what a server does with a stock client's PUT);
+    ``"raise"`` rejects them (what the library does with a typo in a keyword argument).
+    """
+    out: dict[str, Any] = {}
+    for field, value in fields.items():
+        if field == "actions":
+            out["actions"] = validate_actions(value)
+            continue
+        if field not in _TASK_RULES:
+            if unknown == "ignore" or field in TASK_READ_ONLY:
+                continue
+            raise ValidationError(
+                f"unknown field; expected one of {', '.join(TASK_FIELDS)}.", attr=field, code="unknown_field"
+            )
+        out[field] = _TASK_RULES[field](field, value)
+    if not partial and "name" not in out:
+        raise ValidationError("This field is required.", attr="name", code="required")
+    return out
+
+
+def validate_action(fields: Mapping[str, Any], *, partial: bool, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(fields, Mapping):
+        raise ValidationError("must be an object with trigger, integration and config.", attr=prefix or None)
+    out: dict[str, Any] = {}
+    for field, value in fields.items():
+        attr = f"{prefix}{field}"
+        if field == "trigger":
+            out[field] = _string(attr, value, min_len=1, max_len=255)
+        elif field == "integration":
+            out[field] = _string(attr, value, min_len=1, max_len=50)
+        elif field == "config":
+            out[field] = check_json(attr, value)
+    if not partial:
+        for required in ("trigger", "integration"):
+            if required not in out:
+                raise ValidationError("This field is required.", attr=f"{prefix}{required}", code="required")
+    return out
+
+
+def validate_actions(value: Any) -> list[dict[str, Any]]:
+    if not isinstance(value, list):
+        raise ValidationError("must be a list of actions.", attr="actions")
+    return [validate_action(item, partial=False, prefix=f"actions.{i}.") for i, item in enumerate(value)]

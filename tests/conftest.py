@@ -1,0 +1,74 @@
+"""Shared fixtures: every test gets its own TASKREPORT_HOME and config file, and no client left behind."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PG_DSN = os.environ.get("TASKREPORT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Keep tests off the developer's real config, data directory and environment."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("TASKREPORT_HOME", str(home))
+    monkeypatch.setenv("TASKREPORT_CONFIG", str(tmp_path / "config.toml"))
+    for var in (
+        "TASKREPORT_URL",
+        "TASKREPORT_TOKEN",
+        "TASKREPORT_ORG",
+        "TASKREPORT_PROJECT",
+        "TASKREPORT_DISABLED",
+        "TASKREPORT_ALLOW_INSECURE_HTTP",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    yield home
+    import taskreport
+
+    taskreport.shutdown(timeout=2)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return str(tmp_path / "store.db")
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards."""
+    pytest.importorskip("psycopg", reason="psycopg is not installed (pip install 'taskreport[postgres]')")
+    if not _reachable("127.0.0.1", 5432):
+        pytest.skip("no PostgreSQL server at 127.0.0.1:5432")
+    import psycopg
+
+    schema = f"tr_test_{secrets.token_hex(6)}"
+    try:
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute(f'CREATE SCHEMA "{schema}"')
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 refused the test database: {exc}")
+    sep = "&" if "?" in PG_DSN else "?"
+    yield f"{PG_DSN}{sep}options=-csearch_path%3D{schema}"
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest) -> str:
+    """Runs a test once on SQLite and once on PostgreSQL."""
+    name = "sqlite_url" if request.param == "sqlite" else "postgres_url"
+    return str(request.getfixturevalue(name))
