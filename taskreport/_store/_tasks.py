@@ -401,7 +401,7 @@ class TaskOps:
         now: float | None = None,
     ) -> Row:
         now = time.time() if now is None else now
-        task, row = self._action_row(scope, task_id, action_id)
+        _task, row = self._action_row(scope, task_id, action_id)
         changed: dict[str, Any] = {}
         for key in ("trigger", "integration"):
             if key in fields:
