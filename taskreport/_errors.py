@@ -49,9 +49,7 @@ class TaskReportError(Exception):
         self.attr = attr
         if status_code is not None:
             self.status_code = status_code
-        self.errors: list[dict[str, Any]] = errors or [
-            {"code": self.code, "detail": self.detail, "attr": self.attr}
-        ]
+        self.errors: list[dict[str, Any]] = errors or [{"code": self.code, "detail": self.detail, "attr": self.attr}]
         super().__init__(self._message())
 
     def _message(self) -> str:

@@ -46,9 +46,7 @@ def check_secure(url: str, allow_insecure_http: bool) -> None:
     """Refuse to send a token in clear text anywhere but this machine, unless told to."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https"):
-        raise ConfigurationError(
-            f"unsupported URL scheme {parts.scheme!r}: use https:// (or http:// to localhost)"
-        )
+        raise ConfigurationError(f"unsupported URL scheme {parts.scheme!r}: use https:// (or http:// to localhost)")
     if parts.scheme == "http" and not is_loopback(parts.hostname or "") and not allow_insecure_http:
         raise ConfigurationError(
             f"refusing to send an API token over plain HTTP to {parts.hostname}: use https://, or pass "
@@ -105,9 +103,7 @@ class HttpTransport:
         self.max_backoff = max_backoff
         self._token = token
         self._local = threading.local()
-        self.tasks_url = (
-            f"{self.base}/api/{urllib.parse.quote(organization)}/{urllib.parse.quote(project)}/tasks/"
-        )
+        self.tasks_url = f"{self.base}/api/{urllib.parse.quote(organization)}/{urllib.parse.quote(project)}/tasks/"
 
     def __repr__(self) -> str:
         return f"<HttpTransport {self.base} {self.organization}/{self.project}>"

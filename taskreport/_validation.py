@@ -85,9 +85,7 @@ def _status(field: str, value: Any) -> str:
     text = getattr(value, "value", value)
     if not isinstance(text, str) or text not in STATUS_VALUES:
         choices = ", ".join(sorted(STATUS_VALUES))
-        raise ValidationError(
-            f"{value!r} is not a valid choice ({choices}).", attr=field, code="invalid_choice"
-        )
+        raise ValidationError(f"{value!r} is not a valid choice ({choices}).", attr=field, code="invalid_choice")
     return text
 
 

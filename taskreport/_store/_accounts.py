@@ -49,9 +49,7 @@ def check_password(password: str, stored: str) -> bool:
         return False
     if scheme != "scrypt":
         return False
-    got = hashlib.scrypt(
-        password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p), dklen=32
-    )
+    got = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p), dklen=32)
     return hmac.compare_digest(got, base64.b64decode(digest))
 
 
@@ -77,9 +75,7 @@ class AccountOps:
     def ensure_project(self, organization: str, project: str, name: str | None = None) -> Scope:
         org_id = self.ensure_organization(organization)
         _check_slug("project", project)
-        row = self.cur.one(
-            "SELECT id FROM projects WHERE organization_id = ? AND slug = ?", (org_id, project)
-        )
+        row = self.cur.one("SELECT id FROM projects WHERE organization_id = ? AND slug = ?", (org_id, project))
         if row is not None:
             return Scope(org_id, organization, int(row["id"]), project)
         pk = self.cur.insert(
@@ -126,9 +122,7 @@ class AccountOps:
             "INSERT INTO users (username, password_hash, created) VALUES (?, ?, ?)",
             (username, hash_password(password), time.time()),
         )
-        self.cur.execute(
-            "INSERT INTO memberships (user_id, organization_id) VALUES (?, ?)", (user_id, org_id)
-        )
+        self.cur.execute("INSERT INTO memberships (user_id, organization_id) VALUES (?, ?)", (user_id, org_id))
         return user_id
 
     def add_member(self, username: str, organization: str) -> None:
@@ -139,9 +133,7 @@ class AccountOps:
         if not self.cur.one(
             "SELECT 1 AS x FROM memberships WHERE user_id = ? AND organization_id = ?", (user["id"], org_id)
         ):
-            self.cur.execute(
-                "INSERT INTO memberships (user_id, organization_id) VALUES (?, ?)", (user["id"], org_id)
-            )
+            self.cur.execute("INSERT INTO memberships (user_id, organization_id) VALUES (?, ?)", (user["id"], org_id))
 
     def authenticate_user(self, username: str, password: str) -> Row | None:
         row = self.cur.one("SELECT * FROM users WHERE username = ?", (username,))
@@ -157,8 +149,7 @@ class AccountOps:
         org_id = self.ensure_organization(organization)
         key = TOKEN_PREFIX + secrets.token_urlsafe(32)
         self.cur.insert(
-            "INSERT INTO tokens (key_hash, prefix, organization_id, user_id, name, created)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO tokens (key_hash, prefix, organization_id, user_id, name, created) VALUES (?, ?, ?, ?, ?, ?)",
             (hash_token(key), key[: len(TOKEN_PREFIX) + 6], org_id, user_id, name, time.time()),
         )
         return key
@@ -183,9 +174,7 @@ class AccountOps:
         return self.cur.all(query + " WHERE o.slug = ? ORDER BY t.id", (organization,))
 
     def revoke_token(self, token_id: int) -> None:
-        self.cur.execute(
-            "UPDATE tokens SET revoked = ? WHERE id = ? AND revoked IS NULL", (time.time(), token_id)
-        )
+        self.cur.execute("UPDATE tokens SET revoked = ? WHERE id = ? AND revoked IS NULL", (time.time(), token_id))
 
     def rotate_token(self, token_id: int) -> str:
         """Revoke a token and issue a replacement for the same organization, user and name."""

@@ -44,6 +44,16 @@ MIGRATIONS: list[list[str]] = [
         " organization_id {bigint} NOT NULL REFERENCES organizations(id), user_id {bigint} REFERENCES users(id),"
         " name TEXT NOT NULL DEFAULT '', created {real} NOT NULL, revoked {real})",
     ],
+    # 2: the outbox of action firings, written in the task's transaction and delivered by the server
+    [
+        "CREATE TABLE action_firings (id {serial},"
+        " action_id {bigint} NOT NULL REFERENCES actions(id) ON DELETE CASCADE,"
+        " task_id {bigint} NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,"
+        " point TEXT NOT NULL, payload TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'pending',"
+        " attempts INTEGER NOT NULL DEFAULT 0, next_attempt {real} NOT NULL, last_error TEXT,"
+        " created {real} NOT NULL, updated {real} NOT NULL)",
+        "CREATE INDEX action_firings_due ON action_firings (state, next_attempt)",
+    ],
 ]
 
 LATEST = len(MIGRATIONS)

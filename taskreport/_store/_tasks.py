@@ -9,13 +9,14 @@ import json
 import secrets
 import string
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from .._errors import NotFound, ValidationError
 from .._models import value_percent
 from .._status import RUNNING, TERMINAL
 from ._db import Cursor, Row
+from ._triggers import queue_firings
 
 _ID_ALPHABET = string.ascii_letters + string.digits
 #: plain columns copied from validated fields as they are
@@ -187,9 +188,7 @@ class TaskOps:
                 f"Invalid pk {parent!r} - object does not exist.", attr="parent", code="does_not_exist"
             )
         if row["parent"] is not None:
-            raise ValidationError(
-                "Tasks nest one level deep: the parent already has a parent.", attr="parent"
-            )
+            raise ValidationError("Tasks nest one level deep: the parent already has a parent.", attr="parent")
         if child_id is not None:
             if row["id"] == child_id:
                 raise ValidationError("A task can not be its own parent.", attr="parent")
@@ -261,12 +260,24 @@ class TaskOps:
         )
         for action in fields.get("actions") or ():
             self._insert_action(pk, action, now)
-        return self._task_out(row, scope)
+        out = self._task_out(row, scope)
+        queue_firings(self.cur, pk, None, out, now=now)
+        return out
 
     def update_task(
-        self, scope: Scope, task_id: str, fields: Mapping[str, Any], *, now: float | None = None
+        self,
+        scope: Scope,
+        task_id: str,
+        fields: Mapping[str, Any],
+        *,
+        now: float | None = None,
+        events: Collection[str] = (),
     ) -> Row:
-        """Apply validated fields to a task. ``data`` and ``tags`` replace what was there, as the API does."""
+        """Apply validated fields to a task. ``data`` and ``tags`` replace what was there, as the API does.
+
+        ``events`` are trigger points this write stands for besides its fields (the sweeper's
+        ``max_runtime_exceeded``).
+        """
         now = time.time() if now is None else now
         old = self._task_row(scope, str(task_id), for_update=True)
         new = dict(old)
@@ -298,7 +309,14 @@ class TaskOps:
             self._write_tags(old["id"], fields["tags"] or {}, replace=True)
         for action in fields.get("actions") or ():
             self._insert_action(old["id"], action, now)
-        return self._task_out(new, scope)
+        out = self._task_out(new, scope)
+        before = {
+            "value": old["value"],
+            "value_percent": value_percent(old["value"], old["value_max"]),
+            "status": old["status"],
+        }
+        queue_firings(self.cur, old["id"], before, out, events=events, now=now)
+        return out
 
     def cancel_task(self, scope: Scope, task_id: str, *, now: float | None = None) -> Row:
         return self.update_task(scope, task_id, {"status": "cancelled"}, now=now)
@@ -328,7 +346,13 @@ class TaskOps:
                 if not isinstance(data, dict):
                     data = {"data": data}
                 data["error"] = f"max_runtime exceeded: running longer than {row['max_runtime']} s"
-                task = self.update_task(scope, row["public_id"], {"status": "error", "data": data}, now=now)
+                task = self.update_task(
+                    scope,
+                    row["public_id"],
+                    {"status": "error", "data": data},
+                    now=now,
+                    events=("max_runtime_exceeded",),
+                )
                 out.append((scope, task, "max_runtime_exceeded"))
             else:
                 task = self.update_task(scope, row["public_id"], {"status": "stale"}, now=now)
@@ -368,9 +392,7 @@ class TaskOps:
         rows = self.cur.all("SELECT * FROM actions WHERE task_id = ? ORDER BY id", (task["id"],))
         return [self._action_out(r, task["public_id"]) for r in rows]
 
-    def create_action(
-        self, scope: Scope, task_id: str, fields: Mapping[str, Any], *, now: float | None = None
-    ) -> Row:
+    def create_action(self, scope: Scope, task_id: str, fields: Mapping[str, Any], *, now: float | None = None) -> Row:
         now = time.time() if now is None else now
         task = self._task_row(scope, str(task_id))
         action_id = self._insert_action(task["id"], fields, now)
@@ -426,9 +448,7 @@ def _split_tag(tag: str) -> tuple[str, str]:
     return key, value
 
 
-def _apply_status_rules(
-    row: Row, old: Row | None, fields: Mapping[str, Any], now: float, *, created: float
-) -> None:
+def _apply_status_rules(row: Row, old: Row | None, fields: Mapping[str, Any], now: float, *, created: float) -> None:
     """start_time when a task first runs, end_time when it ends, time_to_start when it leaves pending."""
     status = row["status"]
     if old is not None and status == old["status"]:

@@ -1,0 +1,473 @@
+"""The background sender: coalesces task changes and delivers the latest state of each task.
+
+One daemon thread per process, started on first use. Each cycle swaps the set of tasks with pending changes
+out under the lock and sends outside it, one request per changed task. Failures keep the state pending
+(newer fields win) and back off; a 429 pauses all sending until its Retry-After; what is still undelivered
+at exit goes to the on-disk spool.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from ._errors import (
+    NotFound,
+    RateLimited,
+    TaskReportError,
+    TransportError,
+    Unauthorized,
+    ValidationError,
+)
+from ._models import TaskRecord
+from ._ratelog import RateLimitedLog
+from ._status import TERMINAL
+from ._transport import Op
+from ._validation import validate_task_field
+
+if TYPE_CHECKING:
+    from ._client import Client
+    from ._task import Task
+
+logger = logging.getLogger("taskreport")
+
+#: wake the thread early once this many tasks wait
+BATCH_WAKE = 256
+#: retry backoff after connection errors and 5xx, in seconds
+BACKOFF_BASE = 0.5
+BACKOFF_CAP = 30.0
+
+
+def _retryable(exc: TaskReportError) -> bool:
+    if isinstance(exc, (TransportError, RateLimited)):
+        return True
+    status = exc.status_code or 0
+    return status == 408 or status >= 500
+
+
+class Flusher:
+    """Owns the lock every Task method takes, the map of tasks with pending changes, and the thread."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.strict = client.config.strict
+        self.interval = client.config.flush_interval
+        self.max_pending = client.config.max_pending
+        self.log = RateLimitedLog()
+        self._reset()
+        # counters, read by stats(); updated under the lock or only by the flusher thread
+        self.merged = 0
+        self.requests = 0
+        self.retries = 0
+        self.dropped = 0
+        self.spooled = 0
+        self.failed = 0
+        self.closed = False
+        self.disabled = False
+        self.delivery_error: TaskReportError | None = None
+
+    def _reset(self) -> None:
+        """Fresh synchronisation state: at start, and in a forked child."""
+        self.lock = threading.Lock()
+        self.pending: dict[Task, None] = {}
+        self.event = threading.Event()
+        self.cycle_done = threading.Condition(threading.Lock())
+        self.cycle_lock = threading.Lock()
+        # identity token: Task handles compare it to notice they crossed a fork
+        self.gen = object()
+        self.inflight: list[tuple[Task, dict[str, Any]]] = []
+        self.heartbeats: weakref.WeakKeyDictionary[Task, float] = weakref.WeakKeyDictionary()
+        self.thread: threading.Thread | None = None
+        self.pid = os.getpid()
+        self.paused_until = 0.0
+        self.backoff_until = 0.0
+        self.failures = 0
+        self.urgent = False
+        self.spool_claims: list[tuple[Any, list[Task]]] = []
+
+    # -- called from Task methods, under self.lock ----------------------------------------------------
+    def add(self, task: Task, terminal: bool) -> None:
+        if self.disabled or self.closed:
+            return
+        if len(self.pending) >= self.max_pending and not terminal:
+            # memory stays bounded by the number of tasks; the next change to this task, or its end, gets in
+            self.dropped += 1
+            task._dirty = {}
+            return
+        self.pending[task] = None
+        if self.thread is None or len(self.pending) >= BATCH_WAKE:
+            self._ensure_thread()
+            if len(self.pending) >= BATCH_WAKE:
+                self.event.set()
+
+    def wake(self) -> None:
+        self.event.set()
+
+    def request_flush(self) -> None:
+        with self.lock:
+            self._ensure_thread()
+        self.urgent = True
+        self.event.set()
+
+    def _ensure_thread(self) -> None:
+        if self.thread is not None and self.pid == os.getpid():
+            return
+        if self.closed:
+            return
+        if self.pid != os.getpid():  # a fork that register_at_fork did not see (e.g. os.fork from C)
+            self.after_fork_child()
+        thread = threading.Thread(target=self._run, name="taskreport-flusher", daemon=True)
+        self.thread = thread
+        try:
+            thread.start()
+        except RuntimeError:
+            # interpreter shutting down: the exit hook flushes synchronously instead
+            self.thread = None
+
+    def set_heartbeat(self, task: Task, every: float | None) -> None:
+        with self.lock:
+            if every is None or every <= 0:
+                self.heartbeats.pop(task, None)
+            else:
+                self.heartbeats[task] = float(every)
+                self._ensure_thread()
+        self.event.set()
+
+    # -- fork ---------------------------------------------------------------------------------------
+    def before_fork(self) -> None:
+        self.lock.acquire()
+
+    def after_fork_parent(self) -> None:
+        self.lock.release()
+
+    def after_fork_child(self) -> None:
+        heartbeats = dict(self.heartbeats)
+        self._reset()
+        # the parent keeps sending what was pending; a heartbeat follows the task into the child
+        for task, every in heartbeats.items():
+            self.heartbeats[task] = every
+        self.client.transport.after_fork()
+
+    # -- the thread ----------------------------------------------------------------------------------
+    def _run(self) -> None:
+        self._claim_spool()
+        while not self.closed:
+            wait = self.interval * random.uniform(0.9, 1.1)
+            if self.heartbeats:
+                wait = min(wait, min(self.heartbeats.values()) / 2)
+            self.event.wait(wait)
+            self.event.clear()
+            if self.closed:
+                break
+            try:
+                self.cycle()
+            except Exception:  # pragma: no cover - a bug in taskreport must not kill reporting
+                logger.exception("taskreport: flusher cycle failed")
+                if self.strict:
+                    raise
+
+    def cycle(self, *, honour_backoff: bool = True) -> bool:
+        """Send everything that is due. True when nothing is left pending."""
+        with self.cycle_lock:
+            try:
+                return self._cycle(honour_backoff)
+            finally:
+                with self.cycle_done:
+                    self.cycle_done.notify_all()
+
+    def _cycle(self, honour_backoff: bool) -> bool:
+        now = time.monotonic()
+        urgent, self.urgent = self.urgent, False
+        if now < self.paused_until:
+            return False
+        if honour_backoff and not urgent and now < self.backoff_until:
+            return False
+        self._queue_heartbeats(now)
+        with self.lock:
+            if not self.pending:
+                return True
+            tasks = list(self.pending)
+            self.pending = {}
+            batch: list[tuple[Task, dict[str, Any]]] = []
+            for task in tasks:
+                if task._id is None:
+                    # not created yet: the create carries the whole current state
+                    fields = dict(task._state)
+                    if "actions" in task._dirty:
+                        fields["actions"] = task._dirty["actions"]
+                else:
+                    fields = task._dirty
+                task._dirty = {}
+                batch.append((task, fields))
+            self.inflight = batch
+        try:
+            self._deliver(batch)
+        finally:
+            with self.lock:
+                self.inflight = []
+                left = bool(self.pending)
+        self._release_spool_claims()
+        return not left
+
+    def _deliver(self, batch: list[tuple[Task, dict[str, Any]]]) -> None:
+        # parents are created before their children: each round sends what has no unsent parent
+        remaining = batch
+        while remaining:
+            ready: list[tuple[Task, Op]] = []
+            later: list[tuple[Task, dict[str, Any]]] = []
+            for task, fields in remaining:
+                parent = fields.get("parent")
+                if parent is not None and not isinstance(parent, str):
+                    if parent._id is None:
+                        later.append((task, fields))
+                        continue
+                    fields = {**fields, "parent": parent._id}
+                op = self._op(task, fields)
+                if op is not None:
+                    ready.append((task, op))
+            if not ready:
+                for task, fields in later:
+                    parent = fields["parent"]
+                    if parent._failed:
+                        self.log.log(
+                            logging.ERROR,
+                            "parent",
+                            "taskreport: dropping the parent of %r: the parent task could not be created",
+                            task,
+                        )
+                        fields = {k: v for k, v in fields.items() if k != "parent"}
+                        op = self._op(task, fields)
+                        if op is not None:
+                            ready.append((task, op))
+                    else:
+                        # the parent is pending elsewhere (retrying): try again next cycle
+                        self._requeue(task, fields)
+                if not ready:
+                    return
+                later = []
+            self._send(ready)
+            if time.monotonic() < self.paused_until or self.backoff_until > time.monotonic():
+                for task, fields in later:
+                    self._requeue(task, fields)
+                return
+            remaining = later
+
+    def _op(self, task: Task, fields: dict[str, Any]) -> Op | None:
+        clean: dict[str, Any] = {}
+        for key, value in fields.items():
+            try:
+                if key == "actions":
+                    from ._validation import validate_actions
+
+                    clean[key] = validate_actions(value)
+                else:
+                    clean[key] = validate_task_field(key, value)
+            except ValidationError as exc:
+                self.failed += 1
+                self.log.log(
+                    logging.ERROR, f"invalid:{exc.attr}", "taskreport: ignoring an invalid field of %r: %s", task, exc
+                )
+        if task._id is None and "name" not in clean:
+            task._failed = True
+            task._id_event.set()
+            return None
+        if task._id is not None and not clean:
+            return None
+        return Op(task._id, clean)
+
+    def _send(self, ready: list[tuple[Task, Op]]) -> None:
+        ops = [op for _, op in ready]
+        try:
+            results = self.client.transport.send(ops)
+        except TaskReportError as exc:
+            results = [exc] * len(ops)
+        except Exception as exc:  # a transport bug or an unexpected error: keep the data, log, retry later
+            logger.exception("taskreport: sending failed")
+            results = [TransportError(f"{type(exc).__name__}: {exc}")] * len(ops)
+        self.requests += len([r for r in results if not isinstance(r, TaskReportError) or r.status_code])
+        any_ok = False
+        for (task, op), result in zip(ready, results):
+            if isinstance(result, TaskReportError):
+                self._failed_op(task, op, result)
+            else:
+                any_ok = True
+                self._sent(task, result)
+        if any_ok:
+            self.failures = 0
+            self.backoff_until = 0.0
+
+    def _sent(self, task: Task, row: dict[str, Any]) -> None:
+        task._last_sent = time.monotonic()
+        try:
+            task._record = TaskRecord.from_api(row)
+        except (KeyError, ValueError, TypeError):  # a service answering oddly must not break delivery
+            task._record = None
+        if task._id is None:
+            task._id = str(row["id"])
+            task._id_event.set()
+
+    def _failed_op(self, task: Task, op: Op, exc: TaskReportError) -> None:
+        if _retryable(exc):
+            self.retries += 1
+            self._requeue(task, op.fields)
+            now = time.monotonic()
+            if isinstance(exc, RateLimited):
+                self.paused_until = max(self.paused_until, now + (exc.retry_after or self.interval))
+            else:
+                self.failures += 1
+                cap = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(self.failures, 16))
+                self.backoff_until = now + random.uniform(cap / 2, cap)
+            self.log.log(
+                logging.WARNING, f"retry:{type(exc).__name__}", "taskreport: delivery failed (%s); will retry", exc
+            )
+            return
+        if isinstance(exc, Unauthorized):
+            self.disabled = True
+            with self.lock:
+                self.pending = {}
+            self.log.log(
+                logging.ERROR,
+                "unauthorized",
+                "taskreport: the service refused the API token (%s); reporting is off for this process",
+                exc.detail,
+            )
+        else:
+            self.failed += 1
+            self.log.log(
+                logging.ERROR,
+                f"drop:{exc.status_code}",
+                "taskreport: the service rejected an update of %r and it was dropped: %s",
+                task,
+                exc,
+            )
+            if task._id is None:
+                task._failed = True
+                task._id_event.set()
+            elif isinstance(exc, NotFound):
+                task._failed = True
+        if self.strict and self.delivery_error is None:
+            self.delivery_error = exc
+
+    def _requeue(self, task: Task, fields: dict[str, Any]) -> None:
+        with self.lock:
+            if task._id is not None:
+                # newer changes made meanwhile win over the ones that failed
+                task._dirty = {**fields, **task._dirty}
+            self.pending[task] = None
+
+    def _queue_heartbeats(self, now: float) -> None:
+        if not self.heartbeats:
+            return
+        with self.lock:
+            for task, every in list(self.heartbeats.items()):
+                status = task._state.get("status")
+                if status in TERMINAL or task._failed:
+                    del self.heartbeats[task]
+                    continue
+                if task._id is not None and now - task._last_sent >= every and task not in self.pending:
+                    task._dirty["status"] = status or "pending"
+                    self.pending[task] = None
+
+    # -- flushing and closing ------------------------------------------------------------------------
+    def flush(self, timeout: float) -> bool:
+        """Deliver everything pending, waiting at most ``timeout`` seconds. True if nothing is left."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        alive = self.thread is not None and self.thread.is_alive() and self.pid == os.getpid()
+        if threading.current_thread() is self.thread:
+            alive = False
+        while True:
+            with self.lock:
+                done = not self.pending and not self.inflight
+            if done:
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self.disabled:
+                break
+            if time.monotonic() < self.paused_until and self.paused_until > deadline:
+                break  # the service asked us to wait past the deadline
+            if alive:
+                with self.cycle_done:
+                    self.urgent = True
+                    self.event.set()
+                    self.cycle_done.wait(min(remaining, 0.1))
+            else:
+                # no thread (never started, or the interpreter is exiting): send from this thread
+                transport = self.client.transport
+                transport.set_timeout(min(remaining, self.client.config.request_timeout))
+                try:
+                    finished = self.cycle(honour_backoff=False)
+                finally:
+                    transport.set_timeout(self.client.config.request_timeout)
+                if not finished:
+                    time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+        with self.lock:
+            left = bool(self.pending) or bool(self.inflight)
+        if self.strict and self.delivery_error is not None:
+            exc, self.delivery_error = self.delivery_error, None
+            raise exc
+        return not left
+
+    def undelivered(self) -> list[tuple[Task, dict[str, Any]]]:
+        """What is still pending or in flight, with the fields a new process would need to send it."""
+        with self.lock:
+            out: list[tuple[Task, dict[str, Any]]] = []
+            seen: set[int] = set()
+            for task, fields in self.inflight:
+                seen.add(id(task))
+                out.append((task, {**fields, **task._dirty}))
+            for task in self.pending:
+                if id(task) not in seen:
+                    out.append((task, dict(task._state) if task._id is None else dict(task._dirty)))
+            return out
+
+    def close(self) -> None:
+        self.closed = True
+        self.event.set()
+        thread = self.thread
+        if thread is not None and thread is not threading.current_thread() and self.pid == os.getpid():
+            thread.join(timeout=1.0)
+
+    # -- the spool ------------------------------------------------------------------------------------
+    def _claim_spool(self) -> None:
+        from . import _spool
+
+        config = self.client.config
+        if not config.spool or self.disabled:
+            return
+        try:
+            claims = _spool.claim(config)
+        except OSError as exc:
+            self.log.log(logging.WARNING, "spool", "taskreport: cannot read the spool: %s", exc)
+            return
+        for path, entries in claims:
+            tasks = _spool.tasks_from_entries(self.client, entries)
+            with self.lock:
+                for task in tasks:
+                    self.pending[task] = None
+                self.spool_claims.append((path, tasks))
+        if claims:
+            self.event.set()
+
+    def _release_spool_claims(self) -> None:
+        if not self.spool_claims:
+            return
+        with self.lock:
+            done = [c for c in self.spool_claims if all(t not in self.pending and not t._dirty for t in c[1])]
+            self.spool_claims = [c for c in self.spool_claims if c not in done]
+        for path, _ in done:
+            try:
+                path.unlink()
+            except OSError:  # pragma: no cover - someone removed it already
+                pass
+
+    def deliver_spool_now(self, timeout: float) -> tuple[int, bool]:
+        """Claim spooled tasks and deliver them from this thread. Returns (tasks claimed, all delivered)."""
+        self._claim_spool()
+        with self.lock:
+            count = sum(len(tasks) for _, tasks in self.spool_claims)
+        return count, self.flush(timeout)

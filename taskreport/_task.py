@@ -1,0 +1,289 @@
+"""The Task handle: what user code holds while its work runs.
+
+Every method merges the change into the handle's pending state under the flusher's lock and returns: no
+I/O, no waiting, and no exception into user code (``strict=True`` makes invalid input raise at the call site
+instead). The flusher thread sends the latest state.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ._models import TaskRecord
+from ._status import RUNNING, TERMINAL, Status
+from ._validation import validate_task
+
+if TYPE_CHECKING:
+    from ._client import Client
+    from ._flusher import Flusher
+
+#: fields whose update needs more than a plain merge
+_SPECIAL = frozenset({"status", "data", "tags", "actions", "parent"})
+#: longest traceback kept in an error task's data
+TRACEBACK_LIMIT = 8000
+
+
+def exception_data(exc: BaseException) -> dict[str, Any]:
+    """An exception as task data: type, message and a bounded traceback (the innermost frames kept)."""
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    if len(tb) > TRACEBACK_LIMIT:
+        tb = "…" + tb[-TRACEBACK_LIMIT:]
+    return {"exception": f"{type(exc).__module__}.{type(exc).__qualname__}", "message": str(exc), "traceback": tb}
+
+
+class Task:
+    """A task being reported. Create one with :meth:`Task.create` (or ``taskreport.task()``/``@track``)."""
+
+    _is_task_handle = True
+    __slots__ = (
+        "__weakref__",
+        "_client",
+        "_dirty",
+        "_failed",
+        "_fl",
+        "_gen",
+        "_heartbeat",
+        "_id",
+        "_id_event",
+        "_last_sent",
+        "_record",
+        "_state",
+    )
+
+    def __init__(
+        self, client: Client, state: dict[str, Any], *, task_id: str | None = None, record: TaskRecord | None = None
+    ) -> None:
+        self._client = client
+        self._fl: Flusher = client.flusher
+        self._gen = self._fl.gen
+        self._id = task_id
+        self._state = state
+        self._dirty: dict[str, Any] = {}
+        self._record = record
+        self._id_event = threading.Event()
+        if task_id is not None:
+            self._id_event.set()
+        self._failed = False
+        self._heartbeat: float | None = None
+        self._last_sent = time.monotonic()
+
+    # -- creating ----------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, name: str, **fields: Any) -> Task:
+        """Start reporting a new task. Returns at once; the flusher creates it on the service.
+
+        Invalid fields raise :class:`~taskreport.ValidationError` naming the field. ``parent`` defaults to
+        the current task (``parent=None`` opts out); ``heartbeat=SECONDS`` keeps a quiet task fresh.
+        """
+        from ._client import get_client
+
+        return get_client().create_task(name, **fields)
+
+    @classmethod
+    def get(cls, task_id: str) -> Task:
+        """A handle on an existing task, fetched now, to update it from this process."""
+        from ._client import get_client
+
+        return get_client().attach(task_id)
+
+    # -- reading -----------------------------------------------------------------------------------
+    @property
+    def id(self) -> str | None:
+        """The service's id for this task. Waits (up to the request timeout) for the flusher to create it;
+        None if it could not be created in that time."""
+        return self.wait_id(self._client.config.request_timeout)
+
+    def wait_id(self, timeout: float | None = None) -> str | None:
+        if self._id is None and not self._failed:
+            self._fl.request_flush()
+            self._id_event.wait(timeout)
+        return self._id
+
+    @property
+    def name(self) -> str:
+        return str(self._state.get("name", ""))
+
+    @property
+    def status(self) -> Status:
+        return Status(self._state.get("status") or "pending")
+
+    @property
+    def value(self) -> int | None:
+        value = self._state.get("value")
+        return value if isinstance(value, int) else None
+
+    @property
+    def value_max(self) -> int:
+        value = self._state.get("value_max")
+        return value if isinstance(value, int) else 100
+
+    @property
+    def data(self) -> Any:
+        return self._state.get("data")
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return dict(self._state.get("tags") or {})
+
+    @property
+    def parent(self) -> Task | str | None:
+        parent: Task | str | None = self._state.get("parent")
+        return parent
+
+    @property
+    def record(self) -> TaskRecord | None:
+        """The task as the service last returned it (None until the first successful send)."""
+        return self._record
+
+    def refresh(self) -> TaskRecord:
+        """Fetch the task from the service now (synchronous; raises on failure)."""
+        task_id = self.id
+        if task_id is None:
+            from ._errors import TransportError
+
+            raise TransportError("the task has not been created on the service yet")
+        record = TaskRecord.from_api(self._client.transport.get_task(task_id))
+        self._record = record
+        return record
+
+    def __repr__(self) -> str:
+        return f"<Task {self._id or 'unsent'} {self.name!r} {self._state.get('status', 'pending')}>"
+
+    # -- the hot path ------------------------------------------------------------------------------
+    def update(self, **fields: Any) -> None:
+        """Merge fields into the task's pending state. ``data`` and ``tags`` merge into what is there."""
+        fl = self._fl
+        if fl.strict:
+            fields = validate_task(fields, partial=True)
+        if not _SPECIAL.isdisjoint(fields):
+            self._merge_special(fields)
+            return
+        with fl.lock:
+            if self._gen is not fl.gen:
+                self._after_fork()
+            self._state.update(fields)
+            self._dirty.update(fields)
+            fl.merged += 1
+            if self not in fl.pending:
+                fl.add(self, False)
+
+    def increment(self, n: int = 1) -> None:
+        """Add ``n`` to the value."""
+        fl = self._fl
+        with fl.lock:
+            if self._gen is not fl.gen:
+                self._after_fork()
+            state = self._state
+            value = (state.get("value") or 0) + n
+            state["value"] = value
+            self._dirty["value"] = value
+            fl.merged += 1
+            if self not in fl.pending:
+                fl.add(self, False)
+
+    def set_total(self, total: int) -> None:
+        """Set ``value_max``, the value at which the task is 100% done."""
+        self.update(value_max=total)
+
+    def _merge_special(self, fields: dict[str, Any]) -> None:
+        fl = self._fl
+        terminal = False
+        now = time.time()
+        with fl.lock:
+            if self._gen is not fl.gen:
+                self._after_fork()
+            state, dirty = self._state, self._dirty
+            if "status" in fields:
+                status = getattr(fields["status"], "value", fields["status"])
+                fields["status"] = status
+                if status in RUNNING and state.get("start_time") is None and "start_time" not in fields:
+                    fields["start_time"] = now
+                if status in TERMINAL:
+                    terminal = True
+                    if "end_time" not in fields:
+                        fields["end_time"] = now
+            for key in ("data", "tags"):
+                if key in fields:
+                    new, old = fields[key], state.get(key)
+                    if isinstance(new, Mapping) and isinstance(old, Mapping):
+                        fields[key] = {**old, **new}
+            if "actions" in fields:
+                fields["actions"] = [*dirty.get("actions", ()), *(fields["actions"] or ())]
+            actions = fields.pop("actions", None)
+            state.update(fields)
+            dirty.update(fields)
+            if actions is not None:
+                dirty["actions"] = actions
+            fl.merged += 1
+            if self not in fl.pending:
+                fl.add(self, terminal)
+        if terminal:
+            fl.wake()
+
+    def _after_fork(self) -> None:
+        # called under the lock in a forked child: what was pending belonged to the parent, which sends it
+        self._gen = self._fl.gen
+        self._dirty = {}
+
+    # -- statuses ----------------------------------------------------------------------------------
+    def pending(self, **fields: Any) -> None:
+        self.update(status=Status.PENDING, **fields)
+
+    def pre_processing(self, **fields: Any) -> None:
+        self.update(status=Status.PRE_PROCESSING, **fields)
+
+    def processing(self, **fields: Any) -> None:
+        self.update(status=Status.PROCESSING, **fields)
+
+    def post_processing(self, **fields: Any) -> None:
+        self.update(status=Status.POST_PROCESSING, **fields)
+
+    def success(self, **fields: Any) -> None:
+        self.update(status=Status.SUCCESS, **fields)
+
+    def error(self, exc: BaseException | None = None, data: Mapping[str, Any] | None = None, **fields: Any) -> None:
+        """Mark the task failed; ``exc`` adds its type, message and a bounded traceback to ``data``."""
+        merged: dict[str, Any] = {}
+        if exc is not None:
+            merged.update(exception_data(exc))
+        if data:
+            merged.update(data)
+        if merged:
+            fields["data"] = merged
+        self.update(status=Status.ERROR, **fields)
+
+    def cancel(self, **fields: Any) -> None:
+        self.update(status=Status.CANCELLED, **fields)
+
+    def add_action(self, trigger: str, integration: str, config: Any = None) -> None:
+        """Ask the service to run ``integration`` (e.g. ``webhook:name``, ``email``) when ``trigger`` fires."""
+        action: dict[str, Any] = {"trigger": trigger, "integration": integration}
+        if config is not None:
+            action["config"] = config
+        self.update(actions=[action])
+
+    def heartbeat(self, every: float | None) -> None:
+        """Have the flusher touch the task every ``every`` seconds while it runs (None stops it)."""
+        self._fl.set_heartbeat(self, every)
+
+
+class DisabledTask(Task):
+    """What the API hands out when reporting is off: every method is a cheap no-op."""
+
+    __slots__ = ()
+
+    def update(self, **fields: Any) -> None:
+        pass
+
+    def increment(self, n: int = 1) -> None:
+        pass
+
+    def heartbeat(self, every: float | None) -> None:
+        pass
+
+    def wait_id(self, timeout: float | None = None) -> str | None:
+        return None

@@ -1,0 +1,100 @@
+"""Rendering: store rows to the API's JSON, errors to the seed's bodies, and content negotiation."""
+
+from __future__ import annotations
+
+import json
+import math
+import urllib.parse
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from starlette.responses import Response
+
+from .._errors import TaskReportError
+from .._store import Row
+from .._timeutil import to_iso
+
+JSON_TYPE = "application/json"
+_TASK_TIMES = ("created", "updated", "start_time", "end_time")
+
+
+def dumps(body: Any) -> bytes:
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(dumps(body), status_code=status, media_type=JSON_TYPE, headers=headers)
+
+
+def error_response(exc: TaskReportError, headers: Mapping[str, str] | None = None) -> Response:
+    return json_response(exc.to_body(), exc.status_code or 500, headers)
+
+
+def server_error_response() -> Response:
+    # never the exception's text: it may hold SQL, paths or secrets
+    body = {"type": "server_error", "errors": [{"code": "error", "detail": "A server error occurred.", "attr": None}]}
+    return json_response(body, 500)
+
+
+def task_url(base: str, organization: str, project: str, task_id: str) -> str:
+    q = urllib.parse.quote
+    return f"{base}/api/{q(organization, safe='')}/{q(project, safe='')}/tasks/{q(task_id, safe='')}/"
+
+
+def render_task(row: Row, base: str) -> dict[str, Any]:
+    out = dict(row)
+    for key in _TASK_TIMES:
+        out[key] = to_iso(row[key])
+    tts = row["time_to_start"]
+    out["time_to_start"] = None if tts is None else f"{tts:.6f}"
+    out["url"] = out["public_url"] = task_url(base, row["organization"], row["project"], row["id"])
+    return out
+
+
+def render_action(row: Row) -> dict[str, Any]:
+    out = dict(row)
+    out["created"] = to_iso(row["created"])
+    out["updated"] = to_iso(row["updated"])
+    return out
+
+
+def _media_ranges(header: str) -> Iterable[tuple[str, float]]:
+    for part in header.split(","):
+        pieces = part.strip().split(";")
+        media = pieces[0].strip().lower()
+        if not media:
+            continue
+        q = 1.0
+        for param in pieces[1:]:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+                if not math.isfinite(q):
+                    q = 0.0
+        yield media, q
+
+
+def accepts(header: str | None, offered: Iterable[str] = (JSON_TYPE,)) -> str | None:
+    """The first of ``offered`` the Accept header allows (any of them when it is absent), else None."""
+    choices = list(offered)
+    if not header or not header.strip():
+        return choices[0]
+    ranges = [(media, q) for media, q in _media_ranges(header) if q > 0]
+    for choice in choices:
+        major = choice.split("/", 1)[0]
+        for media, _q in ranges:
+            if media in ("*/*", f"{major}/*", choice):
+                return choice
+    return None
+
+
+def media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def is_json_type(content_type: str | None) -> bool:
+    media = media_type(content_type)
+    return media == JSON_TYPE or (media.startswith("application/") and media.endswith("+json"))

@@ -1,0 +1,58 @@
+"""What a server process is configured with; the CLI and the test fixtures build one of these."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from .._errors import ConfigurationError
+
+MAX_BODY_BYTES = 1024 * 1024
+_PERIODS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0, "h": 3600.0, "hour": 3600.0}
+
+
+@dataclasses.dataclass(frozen=True)
+class RateLimit:
+    """``requests`` per ``period`` seconds for each token, as a token bucket of that size."""
+
+    requests: int
+    period: float
+
+    @classmethod
+    def parse(cls, text: str) -> RateLimit:
+        """``"100/s"``, ``"600/minute"``, ``"5000/h"``."""
+        match = re.fullmatch(r"\s*(\d+)\s*/\s*([a-z]+)\s*", text.lower())
+        if not match or match.group(2) not in _PERIODS or int(match.group(1)) < 1:
+            raise ConfigurationError(f"invalid rate limit {text!r}: use N/s, N/minute or N/hour")
+        return cls(int(match.group(1)), _PERIODS[match.group(2)])
+
+
+@dataclasses.dataclass(frozen=True)
+class SmtpSettings:
+    host: str
+    port: int = 25
+    sender: str = "taskreport@localhost"
+    username: str | None = None
+    password: str | None = dataclasses.field(default=None, repr=False)
+    starttls: bool = False
+    timeout: float = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerSettings:
+    store_url: str
+    #: scheme://host[:port] used in ``url``/``public_url``/``next``; None: taken from each request's Host
+    base_url: str | None = None
+    rate_limit: RateLimit | None = None
+    #: how long a token lookup is reused: a revoked token keeps working for at most this long
+    token_cache_seconds: float = 5.0
+    sweep_interval: float = 30.0
+    delivery_interval: float = 2.0
+    delivery_attempts: int = 5
+    #: first retry delay; doubled on each further attempt
+    delivery_backoff: float = 5.0
+    webhook_timeout: float = 10.0
+    smtp: SmtpSettings | None = None
+    max_body_bytes: int = MAX_BODY_BYTES
+    #: writes committed together at most, by the group-commit writer
+    max_batch: int = 256
