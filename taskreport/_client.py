@@ -62,9 +62,9 @@ class Client:
         fields["name"] = name
         if parent is _UNSET:
             parent = _context.current.get()
-            if parent is not None and parent._state.get("parent") is not None:
+            if parent is not None and parent._get("parent") is not None:
                 # tasks nest one level deep: a grandchild becomes its parent's sibling
-                parent = parent._state["parent"]
+                parent = parent._get("parent")
         if parent is not None:
             fields["parent"] = parent
         if heartbeat is not None and fields.get("stale_timeout") is None:

@@ -195,14 +195,14 @@ class Flusher:
             self.pending = {}
             batch: list[tuple[Task, dict[str, Any]]] = []
             for task in tasks:
-                if task._id is None:
-                    # not created yet: the create carries the whole current state
-                    fields = dict(task._state)
-                    if "actions" in task._dirty:
-                        fields["actions"] = task._dirty["actions"]
-                else:
-                    fields = task._dirty
+                dirty = task._dirty
                 task._dirty = {}
+                actions = dirty.pop("actions", None)
+                task._state.update(dirty)
+                # not created yet: the create carries the whole current state
+                fields = dict(task._state) if task._id is None else dirty
+                if actions is not None:
+                    fields["actions"] = actions
                 batch.append((task, fields))
             self.inflight = batch
         try:
@@ -355,9 +355,13 @@ class Flusher:
 
     def _requeue(self, task: Task, fields: dict[str, Any]) -> None:
         with self.lock:
+            dirty = task._dirty
+            actions = [*(fields.get("actions") or ()), *(dirty.get("actions") or ())]
             if task._id is not None:
                 # newer changes made meanwhile win over the ones that failed
-                task._dirty = {**fields, **task._dirty}
+                task._dirty = {**fields, **dirty}
+            if actions:
+                task._dirty["actions"] = actions
             self.pending[task] = None
 
     def _queue_heartbeats(self, now: float) -> None:
@@ -365,7 +369,7 @@ class Flusher:
             return
         with self.lock:
             for task, every in list(self.heartbeats.items()):
-                status = task._state.get("status")
+                status = task._get("status")
                 if status in TERMINAL or task._failed:
                     del self.heartbeats[task]
                     continue
@@ -422,7 +426,7 @@ class Flusher:
                 out.append((task, {**fields, **task._dirty}))
             for task in self.pending:
                 if id(task) not in seen:
-                    out.append((task, dict(task._state) if task._id is None else dict(task._dirty)))
+                    out.append((task, {**task._state, **task._dirty} if task._id is None else dict(task._dirty)))
             return out
 
     def close(self) -> None:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 #: fields whose update needs more than a plain merge
 _SPECIAL = frozenset({"status", "data", "tags", "actions", "parent"})
+_UNSET: Any = object()
 #: longest traceback kept in an error task's data
 TRACEBACK_LIMIT = 8000
 
@@ -105,33 +106,33 @@ class Task:
 
     @property
     def name(self) -> str:
-        return str(self._state.get("name", ""))
+        return str(self._get("name", ""))
 
     @property
     def status(self) -> Status:
-        return Status(self._state.get("status") or "pending")
+        return Status(self._get("status") or "pending")
 
     @property
     def value(self) -> int | None:
-        value = self._state.get("value")
+        value = self._get("value")
         return value if isinstance(value, int) else None
 
     @property
     def value_max(self) -> int:
-        value = self._state.get("value_max")
+        value = self._get("value_max")
         return value if isinstance(value, int) else 100
 
     @property
     def data(self) -> Any:
-        return self._state.get("data")
+        return self._get("data")
 
     @property
     def tags(self) -> dict[str, str]:
-        return dict(self._state.get("tags") or {})
+        return dict(self._get("tags") or {})
 
     @property
     def parent(self) -> Task | str | None:
-        parent: Task | str | None = self._state.get("parent")
+        parent: Task | str | None = self._get("parent")
         return parent
 
     @property
@@ -151,22 +152,31 @@ class Task:
         return record
 
     def __repr__(self) -> str:
-        return f"<Task {self._id or 'unsent'} {self.name!r} {self._state.get('status', 'pending')}>"
+        return f"<Task {self._id or 'unsent'} {self.name!r} {self._get('status', 'pending')}>"
 
     # -- the hot path ------------------------------------------------------------------------------
-    def update(self, **fields: Any) -> None:
+    # Changes go into ``_dirty``; the flusher folds them into ``_state`` when it takes them. Readers look
+    # at ``_dirty`` first. ``value`` is a named parameter so that the commonest call builds no dict.
+    def _get(self, key: str, default: Any = None) -> Any:
+        dirty = self._dirty
+        if key in dirty:
+            return dirty[key]
+        return self._state.get(key, default)
+
+    def update(self, value: Any = _UNSET, **fields: Any) -> None:
         """Merge fields into the task's pending state. ``data`` and ``tags`` merge into what is there."""
         fl = self._fl
-        if fl.strict:
-            fields = validate_task(fields, partial=True)
-        if not _SPECIAL.isdisjoint(fields):
-            self._merge_special(fields)
+        if fields or fl.strict:
+            if value is not _UNSET:
+                fields["value"] = value
+            self._merge(fields)
+            return
+        if value is _UNSET:
             return
         with fl.lock:
             if self._gen is not fl.gen:
                 self._after_fork()
-            self._state.update(fields)
-            self._dirty.update(fields)
+            self._dirty["value"] = value
             fl.merged += 1
             if self not in fl.pending:
                 fl.add(self, False)
@@ -177,10 +187,9 @@ class Task:
         with fl.lock:
             if self._gen is not fl.gen:
                 self._after_fork()
-            state = self._state
-            value = (state.get("value") or 0) + n
-            state["value"] = value
-            self._dirty["value"] = value
+            dirty = self._dirty
+            value = dirty["value"] if "value" in dirty else self._state.get("value")
+            dirty["value"] = (value or 0) + n
             fl.merged += 1
             if self not in fl.pending:
                 fl.add(self, False)
@@ -189,40 +198,44 @@ class Task:
         """Set ``value_max``, the value at which the task is 100% done."""
         self.update(value_max=total)
 
-    def _merge_special(self, fields: dict[str, Any]) -> None:
+    def _merge(self, fields: dict[str, Any]) -> None:
         fl = self._fl
+        if fl.strict:
+            fields = validate_task(fields, partial=True)
         terminal = False
-        now = time.time()
         with fl.lock:
             if self._gen is not fl.gen:
                 self._after_fork()
-            state, dirty = self._state, self._dirty
-            if "status" in fields:
-                status = getattr(fields["status"], "value", fields["status"])
-                fields["status"] = status
-                if status in RUNNING and state.get("start_time") is None and "start_time" not in fields:
-                    fields["start_time"] = now
-                if status in TERMINAL:
-                    terminal = True
-                    if "end_time" not in fields:
-                        fields["end_time"] = now
-            for key in ("data", "tags"):
-                if key in fields:
-                    new, old = fields[key], state.get(key)
-                    if isinstance(new, Mapping) and isinstance(old, Mapping):
-                        fields[key] = {**old, **new}
-            if "actions" in fields:
-                fields["actions"] = [*dirty.get("actions", ()), *(fields["actions"] or ())]
-            actions = fields.pop("actions", None)
-            state.update(fields)
-            dirty.update(fields)
-            if actions is not None:
-                dirty["actions"] = actions
+            if not _SPECIAL.isdisjoint(fields):
+                terminal = self._merge_special(fields)
+            self._dirty.update(fields)
             fl.merged += 1
             if self not in fl.pending:
                 fl.add(self, terminal)
         if terminal:
             fl.wake()
+
+    def _merge_special(self, fields: dict[str, Any]) -> bool:
+        """Fold status times, data/tags merging and queued actions into ``fields``; True if terminal."""
+        terminal = False
+        if "status" in fields:
+            status = getattr(fields["status"], "value", fields["status"])
+            fields["status"] = status
+            now = time.time()
+            if status in RUNNING and self._get("start_time") is None and "start_time" not in fields:
+                fields["start_time"] = now
+            if status in TERMINAL:
+                terminal = True
+                if "end_time" not in fields:
+                    fields["end_time"] = now
+        for key in ("data", "tags"):
+            if key in fields:
+                new, old = fields[key], self._get(key)
+                if isinstance(new, Mapping) and isinstance(old, Mapping):
+                    fields[key] = {**old, **new}
+        if "actions" in fields:
+            fields["actions"] = [*self._dirty.get("actions", ()), *(fields["actions"] or ())]
+        return terminal
 
     def _after_fork(self) -> None:
         # called under the lock in a forked child: what was pending belonged to the parent, which sends it
@@ -276,7 +289,7 @@ class DisabledTask(Task):
 
     __slots__ = ()
 
-    def update(self, **fields: Any) -> None:
+    def update(self, value: Any = _UNSET, **fields: Any) -> None:
         pass
 
     def increment(self, n: int = 1) -> None:
