@@ -1,0 +1,175 @@
+"""Delivers action firings from the outbox: webhooks by HTTP POST, email by SMTP, retried with backoff."""
+
+from __future__ import annotations
+
+import email.message
+import http.client
+import logging
+import smtplib
+import ssl
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from .._store import Row, Store
+from .._store._outbox import claim_firings, record_attempt
+from .._version import __version__
+from ._responses import dumps, render_task
+from ._settings import ServerSettings
+
+logger = logging.getLogger("taskreport.server")
+
+
+class DeliveryError(Exception):
+    """A delivery that failed; ``retry`` False when trying again can not help."""
+
+    def __init__(self, message: str, *, retry: bool = True) -> None:
+        super().__init__(message)
+        self.retry = retry
+
+
+def post_webhook(url: str, body: bytes, headers: dict[str, str], timeout: float) -> None:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise DeliveryError(f"invalid webhook URL {url!r}", retry=False)
+    conn: http.client.HTTPConnection
+    if parts.scheme == "https":
+        conn = http.client.HTTPSConnection(
+            parts.hostname, parts.port, timeout=timeout, context=ssl.create_default_context()
+        )
+    else:
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
+    try:
+        conn.request("POST", target, body=body, headers=headers)
+        response = conn.getresponse()
+        response.read(64 * 1024)
+    except (OSError, http.client.HTTPException) as exc:
+        raise DeliveryError(f"webhook unreachable: {type(exc).__name__}: {exc}") from None
+    finally:
+        conn.close()
+    # redirects are not followed: a webhook that moved should be reconfigured, not chased
+    if not 200 <= response.status < 300:
+        raise DeliveryError(f"webhook answered HTTP {response.status}")
+
+
+class Deliverer:
+    """A thread that claims due firings and hands them to a small pool of senders."""
+
+    def __init__(self, store: Store, settings: ServerSettings, base_url: Callable[[], str]) -> None:
+        self.store = store
+        self.settings = settings
+        self.base_url = base_url
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="taskreport-delivery")
+        # a claim outlives the slowest attempt, so that another server never delivers the same firing twice
+        smtp_timeout = settings.smtp.timeout if settings.smtp else 0.0
+        self.lease = 2 * max(settings.webhook_timeout, smtp_timeout) + 30.0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="taskreport-deliverer", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                claimed = self.run_once()
+            except Exception:
+                logger.exception("taskreport server: claiming action firings failed")
+                claimed = 0
+            if claimed == 0:
+                self._wake.wait(self.settings.delivery_interval)
+                self._wake.clear()
+
+    def run_once(self) -> int:
+        """Claim the firings due now and deliver them; returns how many were claimed."""
+        with self.store.transaction(write=True) as tx:
+            firings = claim_firings(tx.cur, time.time(), lease=self.lease)
+        for _ in self._pool.map(self._deliver, firings):
+            pass
+        return len(firings)
+
+    def _deliver(self, firing: Row) -> None:
+        error: str | None = None
+        retry = False
+        try:
+            self.send(firing)
+        except DeliveryError as exc:
+            error, retry = str(exc), exc.retry
+        except Exception as exc:
+            logger.exception("taskreport server: delivering firing %s failed", firing["id"])
+            error, retry = f"{type(exc).__name__}: {exc}", True
+        now = time.time()
+        retry_at: float | None = None
+        if error is not None and retry and firing["attempts"] + 1 < self.settings.delivery_attempts:
+            retry_at = now + self.settings.delivery_backoff * 2 ** firing["attempts"]
+        if error is not None and retry_at is None and retry:
+            error = f"{error} (after {firing['attempts'] + 1} attempts)"
+        with self.store.transaction(write=True) as tx:
+            record_attempt(tx.cur, firing, now, error=error, retry_at=retry_at)
+
+    def send(self, firing: Row) -> None:
+        integration: str = firing["integration"]
+        config: Any = firing["config"] if isinstance(firing["config"], dict) else {}
+        task = render_task(firing["payload"], self.base_url())
+        if integration.startswith("webhook:"):
+            headers = {
+                "Content-Type": "application/json",
+                "User-Agent": f"taskreport-server/{__version__}",
+                "X-Taskreport-Trigger": firing["point"],
+            }
+            post_webhook(str(config.get("url", "")), dumps(task), headers, self.settings.webhook_timeout)
+        elif integration == "email":
+            self._send_email(config, task, firing["point"])
+        else:
+            raise DeliveryError(f"unsupported integration {integration!r}", retry=False)
+
+    def _send_email(self, config: dict[str, Any], task: dict[str, Any], point: str) -> None:
+        smtp = self.settings.smtp
+        if smtp is None:
+            raise DeliveryError("email is not configured on this server (taskreport serve --smtp-host)", retry=False)
+        to = config.get("to")
+        recipients = [to] if isinstance(to, str) else [str(r) for r in to or []]
+        if not recipients:
+            raise DeliveryError('the action\'s config has no "to" address', retry=False)
+        message = email.message.EmailMessage()
+        message["From"] = smtp.sender
+        message["To"] = ", ".join(recipients)
+        message["Subject"] = f"[taskreport] {task['name']}: {point}"
+        lines = [
+            f"Task {task['name']!r} reached {point}.",
+            "",
+            f"status: {task['status']}",
+            f"progress: {task['value_percent'] if task['value_percent'] is not None else '-'}%",
+            f"url: {task['url']}",
+        ]
+        message.set_content("\n".join(lines) + "\n")
+        try:
+            with smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout) as client:
+                if smtp.starttls:
+                    client.starttls(context=ssl.create_default_context())
+                if smtp.username:
+                    client.login(smtp.username, smtp.password or "")
+                client.send_message(message)
+        except smtplib.SMTPRecipientsRefused as exc:
+            raise DeliveryError(f"SMTP server refused the recipients: {exc}", retry=False) from None
+        except (OSError, smtplib.SMTPException) as exc:
+            raise DeliveryError(f"SMTP: {type(exc).__name__}: {exc}") from None
