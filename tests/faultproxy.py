@@ -1,0 +1,156 @@
+"""A real HTTP proxy for tests: sits between the client and a real server, counts what passes, and can
+answer with errors, slow down, or drop off the network, so that retry, backoff and spool paths are tested
+against real sockets rather than mocks."""
+
+from __future__ import annotations
+
+import dataclasses
+import http.client
+import json
+import socket
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclasses.dataclass
+class Seen:
+    method: str
+    path: str
+    body: Any
+    at: float
+    status: int
+    injected: bool = False
+
+
+@dataclasses.dataclass
+class Fault:
+    status: int
+    body: Any
+    headers: dict[str, str]
+
+
+class FaultProxy:
+    def __init__(self, upstream: str, port: int = 0) -> None:
+        parts = urllib.parse.urlsplit(upstream)
+        self.upstream_host = parts.hostname or "127.0.0.1"
+        self.upstream_port = parts.port or 80
+        self.seen: list[Seen] = []
+        self.faults: list[Fault] = []
+        self.delay = 0.0
+        self.refusing = False
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self.port = port
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    # -- controls ---------------------------------------------------------------------------------
+    def fail(self, status: int, times: int = 1, body: Any = None, headers: dict[str, str] | None = None) -> None:
+        """Answer the next ``times`` requests with ``status`` instead of forwarding them."""
+        if body is None:
+            body = {"type": "server_error" if status >= 500 else "client_error",
+                    "errors": [{"code": "error", "detail": f"injected {status}", "attr": None}]}
+        with self._lock:
+            self.faults.extend(Fault(status, body, dict(headers or {})) for _ in range(times))
+
+    def requests(self, method: str | None = None) -> list[Seen]:
+        with self._lock:
+            return [s for s in self.seen if method is None or s.method == method]
+
+    def forwarded(self, method: str | None = None) -> list[Seen]:
+        """Requests that reached the real server (not answered by an injected fault)."""
+        return [s for s in self.requests(method) if not s.injected]
+
+    def clear(self) -> None:
+        with self._lock:
+            self.seen.clear()
+
+    def stop(self) -> None:
+        """Drop off the network: the port refuses connections and open ones are cut."""
+        self.refusing = True
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def start(self) -> None:
+        self.refusing = False
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def _handle(self) -> None:
+                if proxy.refusing:
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                try:
+                    body = json.loads(raw) if raw else None
+                except ValueError:
+                    body = raw
+                with proxy._lock:
+                    fault = proxy.faults.pop(0) if proxy.faults else None
+                if proxy.delay:
+                    time.sleep(proxy.delay)
+                if fault is not None:
+                    payload = json.dumps(fault.body).encode()
+                    self.send_response(fault.status)
+                    for k, v in fault.headers.items():
+                        self.send_header(k, v)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    with proxy._lock:
+                        proxy.seen.append(Seen(self.command, self.path, body, time.monotonic(), fault.status, True))
+                    return
+                conn = http.client.HTTPConnection(proxy.upstream_host, proxy.upstream_port, timeout=30)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                conn.request(self.command, self.path, body=raw or None, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                conn.close()
+                self.send_response(resp.status)
+                for k, v in resp.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length", "date", "server"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                with proxy._lock:
+                    proxy.seen.append(Seen(self.command, self.path, body, time.monotonic(), resp.status))
+
+            do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _handle
+
+        ThreadingHTTPServer.allow_reuse_address = True
+        server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        server.daemon_threads = True
+        self.port = server.server_address[1]
+        self._server = server
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def close(self) -> None:
+        self.stop()
+
+
+@contextmanager
+def fault_proxy(upstream: str) -> Iterator[FaultProxy]:
+    proxy = FaultProxy(upstream)
+    try:
+        yield proxy
+    finally:
+        proxy.close()
