@@ -5,10 +5,16 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    import taskreport
+
+pytest_plugins = ["server_fixtures"]
 
 PG_DSN = os.environ.get("TASKREPORT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -72,3 +78,23 @@ def store_url(request: pytest.FixtureRequest) -> str:
     """Runs a test once on SQLite and once on PostgreSQL."""
     name = "sqlite_url" if request.param == "sqlite" else "postgres_url"
     return str(request.getfixturevalue(name))
+
+
+@pytest.fixture(params=["embedded", "http-sqlite", pytest.param("http-postgresql", marks=pytest.mark.postgres)])
+def backend(request: pytest.FixtureRequest) -> Callable[..., taskreport.Client]:
+    """``configure(**options)`` points the library at one backend (the embedded store, or a real server on
+    SQLite or PostgreSQL over HTTP), so the same client tests run against each."""
+    import taskreport
+
+    settings: dict[str, Any] = {}
+    if request.param != "embedded":
+        server_factory = request.getfixturevalue("server_factory")
+        live = server_factory("sqlite" if request.param == "http-sqlite" else "postgresql")
+        settings = {"url": live.url, "token": live.token, "organization": live.organization,
+                    "project": live.project}
+
+    def configure(**options: Any) -> taskreport.Client:
+        return taskreport.init(**{**settings, **options})
+
+    configure()
+    return configure

@@ -1,14 +1,18 @@
-"""The client on the embedded store: creation, updates, coalescing, validation, limits, reading back."""
+"""The client against every backend (embedded store, real server on SQLite and PostgreSQL over HTTP):
+creation, updates, coalescing, validation, limits, reading back."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 import taskreport
 from taskreport import Status, ValidationError
+
+Configure = Callable[..., taskreport.Client]
 
 
 def recorded(task: taskreport.Task) -> taskreport.TaskRecord:
@@ -18,7 +22,7 @@ def recorded(task: taskreport.Task) -> taskreport.TaskRecord:
     return taskreport.get_task(task_id)
 
 
-def test_a_job_is_recorded_with_its_final_state() -> None:
+def test_a_job_is_recorded_with_its_final_state(backend: Configure) -> None:
     t = taskreport.Task.create("import", value_max=200, tags={"env": "test"})
     t.processing()
     for i in range(1, 201):
@@ -32,11 +36,12 @@ def test_a_job_is_recorded_with_its_final_state() -> None:
     assert record.tags == {"env": "test"}
     assert record.start_time is not None and record.end_time is not None
     assert record.start_time <= record.end_time
-    assert record.organization == "local" and record.project == "default"
+    config = taskreport.get_client().config
+    assert (record.organization, record.project) == (config.organization, config.project)
 
 
-def test_updates_within_one_interval_coalesce_into_one_write() -> None:
-    taskreport.init(flush_interval=30)
+def test_updates_within_one_interval_coalesce_into_one_write(backend: Configure) -> None:
+    backend(flush_interval=30)
     t = taskreport.Task.create("coalesce")
     for i in range(10_000):
         t.update(value=i)
@@ -48,7 +53,7 @@ def test_updates_within_one_interval_coalesce_into_one_write() -> None:
     assert stats["merged"] == 10_002
 
 
-def test_finished_task_reports_client_side_times() -> None:
+def test_finished_task_reports_client_side_times(backend: Configure) -> None:
     t = taskreport.Task.create("timed")
     t.processing()
     started = t._get("start_time")
@@ -60,7 +65,7 @@ def test_finished_task_reports_client_side_times() -> None:
     assert abs(record.end_time.timestamp() - ended) < 1e-3
 
 
-def test_data_and_tags_merge_on_the_client() -> None:
+def test_data_and_tags_merge_on_the_client(backend: Configure) -> None:
     t = taskreport.Task.create("merge", data={"a": 1}, tags={"team": "ops"})
     assert taskreport.flush(5)
     t.update(data={"b": 2}, tags={"env": "prod"})
@@ -70,8 +75,8 @@ def test_data_and_tags_merge_on_the_client() -> None:
     assert record.tags == {"team": "ops", "env": "prod"}
 
 
-def test_parent_is_created_before_its_child_in_one_cycle() -> None:
-    taskreport.init(flush_interval=30)
+def test_parent_is_created_before_its_child_in_one_cycle(backend: Configure) -> None:
+    backend(flush_interval=30)
     parent = taskreport.Task.create("parent")
     child = taskreport.Task.create("child", parent=parent)
     child.success()
@@ -81,7 +86,7 @@ def test_parent_is_created_before_its_child_in_one_cycle() -> None:
     assert [t.name for t in taskreport.list_tasks(parent=parent.id)] == ["child"]
 
 
-def test_create_rejects_invalid_fields_naming_them() -> None:
+def test_create_rejects_invalid_fields_naming_them(backend: Configure) -> None:
     with pytest.raises(ValidationError) as info:
         taskreport.Task.create("x" * 256)
     assert info.value.attr == "name"
@@ -94,7 +99,7 @@ def test_create_rejects_invalid_fields_naming_them() -> None:
 
 
 def test_invalid_update_is_logged_not_raised_and_valid_fields_still_arrive(
-    caplog: pytest.LogCaptureFixture,
+    backend: Configure, caplog: pytest.LogCaptureFixture
 ) -> None:
     t = taskreport.Task.create("lenient")
     assert taskreport.flush(5)
@@ -106,8 +111,8 @@ def test_invalid_update_is_logged_not_raised_and_valid_fields_still_arrive(
     assert taskreport.stats()["failed"] == 1
 
 
-def test_strict_mode_raises_at_the_call_site() -> None:
-    taskreport.init(strict=True)
+def test_strict_mode_raises_at_the_call_site(backend: Configure) -> None:
+    backend(strict=True)
     t = taskreport.Task.create("strict")
     with pytest.raises(ValidationError) as info:
         t.update(value=2**63)
@@ -117,8 +122,8 @@ def test_strict_mode_raises_at_the_call_site() -> None:
     assert info.value.attr == "status"
 
 
-def test_memory_is_bounded_by_tasks_not_updates_and_terminal_states_are_kept() -> None:
-    taskreport.init(flush_interval=30, max_pending=3)
+def test_memory_is_bounded_by_tasks_not_updates_and_terminal_states_are_kept(backend: Configure) -> None:
+    backend(flush_interval=30, max_pending=3)
     tasks = [taskreport.Task.create(f"t{i}") for i in range(3)]
     extra = taskreport.Task.create("over the limit")
     extra.update(value=1)
@@ -132,7 +137,7 @@ def test_memory_is_bounded_by_tasks_not_updates_and_terminal_states_are_kept() -
     assert names == sorted([t.name for t in tasks] + ["finishes"])
 
 
-def test_increment_and_set_total() -> None:
+def test_increment_and_set_total(backend: Configure) -> None:
     t = taskreport.Task.create("count")
     t.set_total(40)
     for _ in range(10):
@@ -142,7 +147,7 @@ def test_increment_and_set_total() -> None:
     assert (record.value, record.value_max, record.value_percent) == (20, 40, 50)
 
 
-def test_error_records_exception_details() -> None:
+def test_error_records_exception_details(backend: Configure) -> None:
     t = taskreport.Task.create("fails")
     try:
         raise KeyError("missing")
@@ -155,7 +160,7 @@ def test_error_records_exception_details() -> None:
     assert "Traceback" in record.data["traceback"] and record.data["row"] == 7
 
 
-def test_actions_added_through_the_task_reach_the_store() -> None:
+def test_actions_added_through_the_task_reach_the_store(backend: Configure) -> None:
     t = taskreport.Task.create("with action")
     t.add_action("success", "webhook:hook", {"url": "http://127.0.0.1:9/x"})
     task_id = t.id
@@ -164,7 +169,7 @@ def test_actions_added_through_the_task_reach_the_store() -> None:
     assert [(a.trigger, a.integration) for a in actions] == [("success", "webhook:hook")]
 
 
-def test_list_filters_and_pages() -> None:
+def test_list_filters_and_pages(backend: Configure) -> None:
     for i in range(7):
         taskreport.Task.create(f"job{i}", status="success" if i % 2 else "processing", tags={"n": f"n{i % 3}"})
     assert taskreport.flush(5)
@@ -176,7 +181,7 @@ def test_list_filters_and_pages() -> None:
     assert [t.name for p in pages for t in p] == [f"job{i}" for i in range(6, -1, -1)]
 
 
-def test_attach_updates_an_existing_task() -> None:
+def test_attach_updates_an_existing_task(backend: Configure) -> None:
     t = taskreport.Task.create("attach me")
     task_id = t.id
     assert task_id is not None
