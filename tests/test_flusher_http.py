@@ -1,0 +1,261 @@
+"""The flusher against a real server, through a real proxy that counts requests and injects failures:
+coalescing, ordering, 5xx and 429 handling, timeouts, outages with the spool, and exit deadlines."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from faultproxy import FaultProxy
+from server_fixtures import LiveServer
+
+import taskreport
+from taskreport import Status
+
+
+@pytest.fixture
+def proxy(sqlite_server: LiveServer) -> Iterator[FaultProxy]:
+    p = FaultProxy(sqlite_server.url)
+    yield p
+    p.close()
+
+
+def init(live: LiveServer, proxy: FaultProxy, **options: Any) -> taskreport.Client:
+    return taskreport.init(url=proxy.url, token=live.token, organization=live.organization,
+                           project=live.project, **options)
+
+
+def server_tasks(live: LiveServer, **params: Any) -> list[dict[str, Any]]:
+    """What the server holds, read directly (not through the client under test)."""
+    response = requests.get(live.tasks_url, headers=live.headers(), params={"page_size": 200, **params}, timeout=10)
+    response.raise_for_status()
+    return list(response.json()["results"])
+
+
+def run_script(body: str, env: dict[str, str], timeout: float = 30) -> tuple[subprocess.CompletedProcess[str], float]:
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(body)], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    return done, time.monotonic() - start
+
+
+def child_env(live: LiveServer, proxy: FaultProxy) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(TASKREPORT_URL=proxy.url, TASKREPORT_TOKEN=live.token, TASKREPORT_ORG=live.organization,
+               TASKREPORT_PROJECT=live.project)
+    return env
+
+
+def test_updates_coalesce_into_at_most_one_request_per_interval(sqlite_server: LiveServer, proxy: FaultProxy) -> None:
+    interval = 0.2
+    init(sqlite_server, proxy, flush_interval=interval)
+    t = taskreport.Task.create("busy loop")
+    start = time.monotonic()
+    i = 0
+    while time.monotonic() - start < 1.5:
+        t.update(value=i)
+        i += 1
+    t.success()
+    elapsed = time.monotonic() - start
+    assert taskreport.flush(10)
+    sent = proxy.requests()
+    # the interval is jittered by ±10%; +2 for the create and the terminal state
+    assert len(sent) <= elapsed / (interval * 0.9) + 2, len(sent)
+    assert i > 10_000  # many updates really were made
+    (task,) = server_tasks(sqlite_server)
+    assert task["value"] == i - 1 and task["status"] == "success"
+
+
+def test_parent_is_posted_before_child_and_final_state_wins(sqlite_server: LiveServer, proxy: FaultProxy) -> None:
+    init(sqlite_server, proxy, flush_interval=30)
+    parent = taskreport.Task.create("parent")
+    child = taskreport.Task.create("child", parent=parent)
+    for v in range(1, 6):
+        child.update(value=v)
+    child.success()
+    parent.success()
+    assert taskreport.flush(10)
+    posts = [s.body["name"] for s in proxy.requests("POST")]
+    assert posts == ["parent", "child"]
+    by_name = {t["name"]: t for t in server_tasks(sqlite_server)}
+    assert by_name["child"]["parent"] == by_name["parent"]["id"]
+    assert by_name["child"]["value"] == 5 and by_name["child"]["status"] == "success"
+
+
+def test_server_errors_are_retried_until_delivered(sqlite_server: LiveServer, proxy: FaultProxy) -> None:
+    init(sqlite_server, proxy)
+    proxy.fail(500, times=2)
+    proxy.fail(503, times=1)
+    t = taskreport.Task.create("flaky")
+    t.update(value=9)
+    t.success()
+    assert taskreport.flush(15)
+    assert [s.status for s in proxy.requests()][:3] == [500, 500, 503]
+    (task,) = server_tasks(sqlite_server)
+    assert task["status"] == "success" and task["value"] == 9
+    assert taskreport.stats()["retries"] >= 3
+
+
+def test_rate_limit_pauses_all_sending_until_retry_after(sqlite_server: LiveServer, proxy: FaultProxy) -> None:
+    init(sqlite_server, proxy, flush_interval=0.05)
+    proxy.fail(429, headers={"Retry-After": "1"})
+    first = taskreport.Task.create("first")
+    assert taskreport.flush(0.5) is False  # held back by the 429
+    second = taskreport.Task.create("second")
+    second.success()
+    first.success()
+    assert taskreport.flush(10)
+    seen = proxy.requests()
+    assert seen[0].status == 429
+    after = [s.at - seen[0].at for s in seen[1:]]
+    assert after and min(after) >= 0.99, after  # nothing at all was sent before Retry-After passed
+    assert {t["name"] for t in server_tasks(sqlite_server)} == {"first", "second"}
+
+
+def test_slow_server_times_out_and_flush_honours_its_deadline(sqlite_server: LiveServer, proxy: FaultProxy) -> None:
+    init(sqlite_server, proxy, request_timeout=0.3)
+    t = taskreport.Task.create("slow")
+    assert t.id is not None
+    proxy.delay = 2.0
+    t.update(value=1)
+    start = time.monotonic()
+    assert taskreport.flush(1.0) is False
+    assert time.monotonic() - start < 1.6
+    proxy.delay = 0
+    t.success()
+    assert taskreport.flush(10)
+    (task,) = server_tasks(sqlite_server)
+    assert task["status"] == "success" and task["value"] == 1
+
+
+def test_rejected_update_is_dropped_and_logged(sqlite_server: LiveServer, proxy: FaultProxy,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    init(sqlite_server, proxy)
+    with caplog.at_level(logging.ERROR, logger="taskreport"):
+        t = taskreport.Task.create("orphan", parent="no-such-task")
+        assert taskreport.flush(5)
+    assert t.id is None
+    assert "parent" in caplog.text
+    assert server_tasks(sqlite_server) == []
+    assert taskreport.stats()["failed"] == 1
+
+
+def test_a_refused_token_turns_reporting_off_with_one_log_line(sqlite_server: LiveServer, proxy: FaultProxy,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    taskreport.init(url=proxy.url, token="trk_not-a-real-token", organization="acme", project="web")
+    with caplog.at_level(logging.ERROR, logger="taskreport"):
+        for i in range(5):
+            taskreport.Task.create(f"t{i}").success()
+            taskreport.flush(5)
+    refusals = [r for r in caplog.records if "refused the API token" in r.getMessage()]
+    assert len(refusals) == 1
+    assert len(proxy.requests()) == 1  # nothing more was tried after the 401
+
+
+def test_outage_at_exit_spools_and_the_next_process_delivers(sqlite_server: LiveServer, proxy: FaultProxy,
+                                                            isolated: Path) -> None:
+    proxy.stop()  # the service is unreachable
+    env = child_env(sqlite_server, proxy)
+    done, elapsed = run_script(
+        """
+        import taskreport
+        taskreport.init(exit_timeout=1.0)
+        t = taskreport.Task.create("nightly", value_max=10)
+        t.processing()
+        t.update(value=10)
+        t.success(data={"rows": 10})
+        """,
+        env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert elapsed < 5, elapsed  # the exit deadline held
+    spooled = list((isolated / "spool").glob("*.json"))
+    assert len(spooled) == 1
+    assert "spooled" in done.stderr
+    proxy.start()
+    done, _ = run_script(
+        """
+        import taskreport
+        taskreport.Task.create("next run").success()
+        assert taskreport.flush(10)
+        """,
+        env,
+    )
+    assert done.returncode == 0, done.stderr
+    by_name = {t["name"]: t for t in server_tasks(sqlite_server)}
+    assert set(by_name) == {"nightly", "next run"}
+    nightly = by_name["nightly"]
+    assert (nightly["status"], nightly["value"], nightly["data"]) == ("success", 10, {"rows": 10})
+    assert nightly["start_time"] is not None and nightly["end_time"] is not None
+    assert list((isolated / "spool").iterdir()) == []
+
+
+def test_flush_spool_command_delivers_on_demand(sqlite_server: LiveServer, proxy: FaultProxy,
+                                                isolated: Path) -> None:
+    proxy.stop()
+    env = child_env(sqlite_server, proxy)
+    done, _ = run_script(
+        """
+        import taskreport
+        taskreport.init(exit_timeout=0.5)
+        parent = taskreport.Task.create("batch")
+        for i in range(3):
+            taskreport.Task.create(f"part {i}", parent=parent).success()
+        parent.error(data={"why": "disk full"})
+        """,
+        env,
+    )
+    assert done.returncode == 0, done.stderr
+    proxy.start()
+    cli = Path(sys.executable).parent / "taskreport"
+    done = subprocess.run([str(cli), "flush-spool", "--timeout", "10"], env=env, capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert "delivered 4" in done.stdout
+    by_name = {t["name"]: t for t in server_tasks(sqlite_server)}
+    assert by_name["batch"]["status"] == "error" and by_name["batch"]["data"] == {"why": "disk full"}
+    assert all(by_name[f"part {i}"]["parent"] == by_name["batch"]["id"] for i in range(3))
+
+
+def test_exit_with_a_hung_server_keeps_its_deadline(sqlite_server: LiveServer, proxy: FaultProxy,
+                                                    isolated: Path) -> None:
+    proxy.delay = 20  # accepts, then never answers in time
+    env = child_env(sqlite_server, proxy)
+    done, elapsed = run_script(
+        """
+        import taskreport
+        taskreport.init(exit_timeout=1.0, request_timeout=30)
+        taskreport.Task.create("hung").success()
+        """,
+        env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert elapsed < 5, elapsed
+    (path,) = (isolated / "spool").glob("*.json")
+    body = json.loads(path.read_text())
+    assert [e["fields"]["status"] for e in body["entries"]] == ["success"]
+
+
+def test_exit_hook_delivers_without_an_explicit_flush(sqlite_server: LiveServer, proxy: FaultProxy) -> None:
+    done, _ = run_script(
+        """
+        import taskreport
+        t = taskreport.Task.create("at exit", value_max=3)
+        t.update(value=3)
+        t.success()
+        """,
+        child_env(sqlite_server, proxy),
+    )
+    assert done.returncode == 0, done.stderr
+    (task,) = server_tasks(sqlite_server)
+    assert (task["name"], task["status"], task["value"]) == ("at exit", Status.SUCCESS.value, 3)
