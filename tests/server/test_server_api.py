@@ -1,0 +1,184 @@
+"""The task and action endpoints over HTTP against a real server, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+from server_fixtures import LiveServer
+
+
+def _client(live: LiveServer) -> httpx.Client:
+    return httpx.Client(base_url=live.url, headers=live.headers(), timeout=10)
+
+
+def test_task_lifecycle(live_server: LiveServer) -> None:
+    with _client(live_server) as http:
+        created = http.post(live_server.tasks_url, json={"name": "import", "value_max": 200, "tags": {"env": "prod"}})
+        assert created.status_code == 201
+        task = created.json()
+        assert task["status"] == "pending"
+        assert task["organization"] == "acme" and task["project"] == "web"
+        assert task["url"] == f"{live_server.tasks_url}{task['id']}/"
+        assert task["public_url"].startswith("http://127.0.0.1:")
+        assert task["created"].endswith("Z")
+
+        patched = http.patch(task["url"], json={"value": 50, "status": "processing"}).json()
+        assert patched["value"] == 50 and patched["value_percent"] == 25
+        assert patched["start_time"].endswith("Z")
+        assert float(patched["time_to_start"]) >= 0
+
+        # a stock client's PUT echoes read-only fields back: they are ignored, as DRF does
+        put = http.put(task["url"], json={**patched, "name": "import v2", "value_percent": 99, "bogus": 1})
+        assert put.status_code == 200
+        assert put.json()["name"] == "import v2" and put.json()["value_percent"] == 25
+
+        fetched = http.get(task["url"]).json()
+        assert fetched["name"] == "import v2" and fetched["tags"] == {"env": "prod"}
+
+        assert http.delete(task["url"]).status_code == 204
+        cancelled = http.get(task["url"]).json()
+        assert cancelled["status"] == "cancelled" and cancelled["end_time"] is not None
+
+
+def test_paths_work_with_and_without_trailing_slash(sqlite_server: LiveServer) -> None:
+    base = f"/api/{sqlite_server.organization}/{sqlite_server.project}/tasks"
+    with _client(sqlite_server) as http:
+        task = http.post(base, json={"name": "a"}).json()
+        assert http.get(f"{base}/{task['id']}").json()["id"] == task["id"]
+        assert http.patch(f"{base}/{task['id']}", json={"value": 3}).json()["value"] == 3
+        assert http.get(base).json()["results"][0]["id"] == task["id"]
+        action = {"trigger": "success", "integration": "email", "config": {"to": "a@example.com"}}
+        made = http.post(f"{base}/{task['id']}/actions", json=action)
+        assert made.status_code == 201
+        assert http.get(f"{base}/{task['id']}/actions/{made.json()['id']}").status_code == 200
+
+
+def test_pagination_walks_forward_and_back(live_server: LiveServer) -> None:
+    with _client(live_server) as http:
+        ids = [http.post(live_server.tasks_url, json={"name": f"t{i}"}).json()["id"] for i in range(7)]
+        newest_first = list(reversed(ids))
+        pages = []
+        url: str | None = f"{live_server.tasks_url}?page_size=3"
+        first = None
+        while url:
+            body = http.get(url).json()
+            first = first or body
+            pages.append([t["id"] for t in body["results"]])
+            url = body["next"]
+        assert pages == [newest_first[0:3], newest_first[3:6], newest_first[6:7]]
+        assert first is not None and first["previous"] is None
+        # next/previous are full URLs that keep page_size and filters
+        second = http.get(first["next"]).json()
+        assert first["next"].startswith(live_server.url) and "page_size=3" in first["next"]
+        back = http.get(second["previous"]).json()
+        assert [t["id"] for t in back["results"]] == newest_first[0:3]
+        assert http.get(live_server.tasks_url, params={"page_size": 0}).status_code == 400
+
+
+def test_list_filters(live_server: LiveServer) -> None:
+    with _client(live_server) as http:
+        parent = http.post(live_server.tasks_url, json={"name": "parent", "status": "processing"}).json()
+        child = http.post(
+            live_server.tasks_url,
+            json={"name": "child", "parent": parent["id"], "tags": {"env": "prod", "team": "data"}},
+        ).json()
+        done = http.post(
+            live_server.tasks_url, json={"name": "other", "status": "success", "external_id": "celery-1"}
+        ).json()
+
+        def ids(**params: object) -> set[str]:
+            response = http.get(live_server.tasks_url, params=params)  # type: ignore[arg-type]
+            assert response.status_code == 200, response.text
+            return {t["id"] for t in response.json()["results"]}
+
+        assert ids(status="processing,success") == {parent["id"], done["id"]}
+        assert ids(name="child") == {child["id"]}
+        assert ids(parent=parent["id"]) == {child["id"]}
+        assert ids(external_id="celery-1") == {done["id"]}
+        assert ids(tag="env:prod") == {child["id"]}
+        assert ids(tag=["env:prod", "team:data"]) == {child["id"]}
+        assert ids(tag=["env:prod", "team:ops"]) == set()
+        bad = http.get(live_server.tasks_url, params={"status": "running"})
+        assert bad.status_code == 400 and bad.json()["errors"][0]["attr"] == "status"
+
+
+def test_actions_crud_and_in_task_bodies(live_server: LiveServer) -> None:
+    with _client(live_server) as http:
+        webhook = {"trigger": "*/25%", "integration": "webhook:ci", "config": {"url": "http://127.0.0.1:9/x"}}
+        task = http.post(live_server.tasks_url, json={"name": "t", "actions": [webhook]}).json()
+        actions_url = f"{task['url']}actions/"
+        listed = http.get(actions_url).json()
+        assert [(a["trigger"], a["integration"], a["status"]) for a in listed] == [("*/25%", "webhook:ci", "active")]
+        assert listed[0]["task"] == task["id"] and listed[0]["created"].endswith("Z")
+
+        email = {"trigger": "success,error", "integration": "email", "config": {"to": "ops@example.com"}}
+        http.patch(task["url"], json={"actions": [email]})
+        assert len(http.get(actions_url).json()) == 2
+
+        made = http.post(actions_url, json={**email, "trigger": "90%"}).json()
+        one = f"{actions_url}{made['id']}/"
+        assert http.patch(one, json={"trigger": "95%"}).json()["trigger"] == "95%"
+        replaced = http.put(one, json={"trigger": "stale", "integration": "email", "config": {"to": "x@example.com"}})
+        assert replaced.json()["config"] == {"to": "x@example.com"}
+        assert http.delete(one).status_code == 204
+        assert http.get(one).json()["status"] == "cancelled"
+
+        invalid = http.post(actions_url, json={"trigger": "soon", "integration": "email", "config": {"to": "a@b.c"}})
+        assert invalid.status_code == 400 and invalid.json()["errors"][0]["attr"] == "trigger"
+        # a PATCH is checked against the action as it will be: an email action can't lose its address
+        no_to = http.patch(f"{actions_url}{listed[0]['id']}/", json={"integration": "email"})
+        assert no_to.status_code == 400 and no_to.json()["errors"][0]["attr"] == "config"
+        in_task = http.post(
+            live_server.tasks_url, json={"name": "t", "actions": [{"trigger": "1", "integration": "x"}]}
+        )
+        assert in_task.status_code == 400 and in_task.json()["errors"][0]["attr"] == "actions.0.integration"
+        assert http.get(f"{actions_url}999999/").status_code == 404
+        assert http.get(f"{actions_url}abc/").status_code == 404
+
+
+def test_validation_errors_name_the_field(live_server: LiveServer) -> None:
+    with _client(live_server) as http:
+        missing = http.post(live_server.tasks_url, json={"value": 1})
+        assert missing.status_code == 400
+        assert missing.json() == {
+            "type": "client_error",
+            "errors": [{"code": "required", "detail": "This field is required.", "attr": "name"}],
+        }
+        task = http.post(live_server.tasks_url, json={"name": "t"}).json()
+        for body, attr in [
+            ({"value": -1}, "value"),
+            ({"status": "running"}, "status"),
+            ({"max_runtime": 0}, "max_runtime"),
+            ({"name": "x" * 256}, "name"),
+            ({"parent": "nope"}, "parent"),
+        ]:
+            response = http.patch(task["url"], json=body)
+            assert response.status_code == 400, body
+            assert response.json()["type"] == "client_error"
+            assert response.json()["errors"][0]["attr"] == attr
+        assert http.get(f"{live_server.tasks_url}does-not-exist/").status_code == 404
+
+
+def test_schema_is_served_as_yaml_and_json(sqlite_server: LiveServer) -> None:
+    yaml_text = httpx.get(f"{sqlite_server.url}/api/schema/").text
+    assert yaml_text.startswith("openapi: 3.0.3")
+    as_json = httpx.get(f"{sqlite_server.url}/api/schema/", params={"format": "json"})
+    assert as_json.headers["content-type"].startswith("application/vnd.oai.openapi+json")
+    schema = as_json.json()
+    assert "/api/{organization_slug}/{project_slug}/tasks/" in schema["paths"]
+    assert httpx.get(f"{sqlite_server.url}/api/schema/", headers={"Accept": "application/json"}).json() == schema
+
+
+def test_shipped_schema_matches_the_reference() -> None:
+    import taskreport.server
+
+    package = Path(taskreport.server.__file__).parent
+    reference = Path(__file__).resolve().parents[3] / "shared" / "spec" / "taskbadger-openapi.yaml"
+    if not reference.exists():
+        pytest.skip("../shared/spec is not beside this checkout")
+    assert (package / "openapi.yaml").read_text() == reference.read_text()
+    yaml = pytest.importorskip("yaml")
+    assert json.loads((package / "openapi.json").read_text()) == yaml.safe_load(reference.read_text())

@@ -1,0 +1,133 @@
+"""Fixtures that run a real ``taskreport`` server (uvicorn on a free loopback port, in a thread).
+
+Load them with ``pytest_plugins = ["server_fixtures"]`` (with ``tests`` on ``pythonpath``) or
+``from server_fixtures import *``. ``live_server`` runs each test once on SQLite and once on PostgreSQL
+(skipped when PostgreSQL is down); ``sqlite_server`` only on SQLite; ``server_factory`` starts servers
+with custom settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+__all__ = ["LiveServer", "live_server", "server_factory", "sqlite_server", "start_server"]
+
+
+@dataclasses.dataclass
+class LiveServer:
+    """A running server with one organization, project and token ready for use."""
+
+    url: str
+    token: str
+    organization: str
+    project: str
+    store_url: str
+    app: Any
+    settings: Any
+
+    @property
+    def tasks_url(self) -> str:
+        return f"{self.url}/api/{self.organization}/{self.project}/tasks/"
+
+    def headers(self, token: str | None = None, scheme: str = "Token") -> dict[str, str]:
+        return {"Authorization": f"{scheme} {token or self.token}"}
+
+    def new_org_token(self, organization: str = "other-org", project: str = "default") -> str:
+        """A token of another organization (created with its project)."""
+        with self.app.store.transaction() as tx:
+            tx.ensure_project(organization, project)
+            return str(tx.create_token(organization))
+
+    def create_user(self, username: str, password: str, organization: str | None = None) -> int:
+        with self.app.store.transaction() as tx:
+            return int(tx.create_user(username, password, organization or self.organization))
+
+
+class _Running:
+    def __init__(self, server: Any, thread: threading.Thread) -> None:
+        self.server = server
+        self.thread = thread
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+
+
+def start_server(store_url: str, **settings: Any) -> tuple[LiveServer, Callable[[], None]]:
+    """Start a server on a fresh store (organization ``acme``, project ``web``); returns it and a stop
+    function. ``settings`` are :class:`taskreport.server.ServerSettings` fields."""
+    import uvicorn
+
+    from taskreport.server import ServerSettings, create_app
+
+    options: dict[str, Any] = {"sweep_interval": 0, "delivery_interval": 0.05, "token_cache_seconds": 0}
+    options.update(settings)
+    config_settings = ServerSettings(store_url=store_url, **options)
+    app = create_app(config_settings)
+    with app.store.transaction() as tx:
+        tx.ensure_project("acme", "web")
+        token = tx.create_token("acme", name="fixture")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.01)
+    running = _Running(server, thread)
+
+    def stop() -> None:
+        running.stop()
+        sock.close()
+
+    live = LiveServer(
+        url=f"http://127.0.0.1:{port}",
+        token=token,
+        organization="acme",
+        project="web",
+        store_url=store_url,
+        app=app,
+        settings=config_settings,
+    )
+    return live, stop
+
+
+@pytest.fixture
+def server_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., LiveServer]]:
+    """``server_factory(backend="sqlite", **settings)`` starts a server, stopped after the test."""
+    stops: list[Callable[[], None]] = []
+
+    def factory(backend: str = "sqlite", **settings: Any) -> LiveServer:
+        store_url = str(request.getfixturevalue("sqlite_url" if backend == "sqlite" else "postgres_url"))
+        live, stop = start_server(store_url, **settings)
+        stops.append(stop)
+        return live
+
+    yield factory
+    for stop in reversed(stops):
+        stop()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def live_server(request: pytest.FixtureRequest, server_factory: Callable[..., LiveServer]) -> LiveServer:
+    """A real server, once on SQLite and once on PostgreSQL."""
+    return server_factory(request.param)
+
+
+@pytest.fixture
+def sqlite_server(server_factory: Callable[..., LiveServer]) -> LiveServer:
+    return server_factory("sqlite")
