@@ -67,18 +67,25 @@ def start_server(store_url: str, **settings: Any) -> tuple[LiveServer, Callable[
 
     from taskreport.server import ServerSettings, create_app
 
-    options: dict[str, Any] = {"sweep_interval": 0, "delivery_interval": 0.05, "token_cache_seconds": 0}
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # without it, a response's headers and body go out in two segments and the second waits ~40 ms for the
+    # client's delayed ACK
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    options: dict[str, Any] = {
+        "base_url": f"http://127.0.0.1:{port}",
+        "sweep_interval": 0,
+        "delivery_interval": 0.05,
+        "token_cache_seconds": 0,
+    }
     options.update(settings)
     config_settings = ServerSettings(store_url=store_url, **options)
     app = create_app(config_settings)
     with app.store.transaction() as tx:
         tx.ensure_project("acme", "web")
         token = tx.create_token("acme", name="fixture")
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
     config = uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

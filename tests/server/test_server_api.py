@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -41,6 +42,16 @@ def test_task_lifecycle(live_server: LiveServer) -> None:
         assert http.delete(task["url"]).status_code == 204
         cancelled = http.get(task["url"]).json()
         assert cancelled["status"] == "cancelled" and cancelled["end_time"] is not None
+
+
+def test_links_follow_the_host_header_without_a_base_url(server_factory: Any) -> None:
+    live = server_factory(base_url=None)
+    headers = {**live.headers(), "Host": "tasks.example.com"}
+    task = httpx.post(live.tasks_url, json={"name": "t"}, headers=headers).json()
+    assert task["url"] == f"http://tasks.example.com/api/acme/web/tasks/{task['id']}/"
+    httpx.post(live.tasks_url, json={"name": "u"}, headers=headers)
+    page = httpx.get(live.tasks_url, params={"page_size": 1}, headers=headers).json()
+    assert page["next"].startswith("http://tasks.example.com/api/acme/web/tasks/?page_size=1&cursor=")
 
 
 def test_paths_work_with_and_without_trailing_slash(sqlite_server: LiveServer) -> None:

@@ -1,0 +1,253 @@
+"""Action delivery (webhooks to a local HTTP receiver, email to a local SMTP server) and the sweeper."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import socketserver
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from server_fixtures import LiveServer
+
+from taskreport._store import open_store
+from taskreport._store._outbox import list_firings
+from taskreport.server import SmtpSettings
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.02)
+
+
+class Receiver:
+    """A local webhook receiver answering each POST with the next of ``statuses`` (the last one repeats)."""
+
+    def __init__(self, statuses: list[int]) -> None:
+        self.statuses = statuses
+        self.requests: list[tuple[dict[str, str], Any]] = []
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.requests.append((dict(self.headers), json.loads(body)))
+                index = min(len(receiver.requests), len(receiver.statuses)) - 1
+                self.send_response(receiver.statuses[index])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook?x=1"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class SmtpSink:
+    """Just enough of an SMTP server to receive what smtplib sends."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+        sink = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                envelope: dict[str, Any] = {"rcpt": []}
+                self.wfile.write(b"220 localhost test SMTP\r\n")
+                while True:
+                    line = self.rfile.readline()
+                    if not line:
+                        return
+                    command = line.decode().strip()
+                    verb = command.split(" ", 1)[0].upper()
+                    if verb == "DATA":
+                        self.wfile.write(b"354 go ahead\r\n")
+                        data = []
+                        for raw in self.rfile:
+                            if raw in (b".\r\n", b".\n"):
+                                break
+                            data.append(raw.decode())
+                        envelope["data"] = "".join(data)
+                        sink.messages.append(envelope)
+                        envelope = {"rcpt": []}
+                        self.wfile.write(b"250 queued\r\n")
+                    elif verb == "QUIT":
+                        self.wfile.write(b"221 bye\r\n")
+                        return
+                    else:
+                        argument = command.partition(" ")[2]
+                        if verb == "MAIL":
+                            envelope["from"] = argument
+                        elif verb == "RCPT":
+                            envelope["rcpt"].append(argument)
+                        self.wfile.write(b"250 ok\r\n")
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver_factory() -> Iterator[Callable[[list[int]], Receiver]]:
+    made: list[Receiver] = []
+
+    def make(statuses: list[int]) -> Receiver:
+        made.append(Receiver(statuses))
+        return made[-1]
+
+    yield make
+    for receiver in made:
+        receiver.close()
+
+
+@pytest.fixture
+def smtp_sink() -> Iterator[SmtpSink]:
+    sink = SmtpSink()
+    yield sink
+    sink.close()
+
+
+def _action(live: LiveServer, task_url: str, action_id: int) -> dict[str, Any]:
+    return dict(httpx.get(f"{task_url}actions/{action_id}/", headers=live.headers()).json())
+
+
+def test_webhook_fires_once_with_the_task(live_server: LiveServer, receiver_factory: Any) -> None:
+    receiver = receiver_factory([200])
+    hook = {"trigger": "*/25%,success", "integration": "webhook:ci", "config": {"url": receiver.url}}
+    with httpx.Client(headers=live_server.headers()) as http:
+        task = http.post(live_server.tasks_url, json={"name": "build", "value": 10, "actions": [hook]}).json()
+        assert wait_for(lambda: len(receiver.requests) == 1)  # 0% was reached at creation
+        http.patch(task["url"], json={"value": 80})  # passes 25%, 50% and 75%: fires 75% only
+        assert wait_for(lambda: len(receiver.requests) == 2)
+        http.patch(task["url"], json={"value": 90})  # passes nothing
+        http.patch(task["url"], json={"value": 100, "status": "success"})
+        assert wait_for(lambda: len(receiver.requests) == 3)
+    time.sleep(0.2)
+    assert len(receiver.requests) == 3
+    points = [headers["X-Taskreport-Trigger"] for headers, _ in receiver.requests]
+    assert points == ["0%", "75%", "success"]
+    _headers, body = receiver.requests[1]
+    assert body["id"] == task["id"] and body["value"] == 80 and body["url"] == task["url"]
+    assert body["updated"].endswith("Z")
+    action = httpx.get(f"{task['url']}actions/", headers=live_server.headers()).json()[0]
+    assert action["status"] == "active"
+
+
+def test_failing_webhook_is_retried_then_recorded(server_factory: Any, receiver_factory: Any) -> None:
+    live = server_factory(delivery_attempts=3, delivery_backoff=0.05)
+    receiver = receiver_factory([500])
+    hook = {"trigger": "success", "integration": "webhook:ci", "config": {"url": receiver.url}}
+    task = httpx.post(live.tasks_url, json={"name": "t", "actions": [hook]}, headers=live.headers()).json()
+    action_id = httpx.get(f"{task['url']}actions/", headers=live.headers()).json()[0]["id"]
+    httpx.patch(task["url"], json={"status": "success"}, headers=live.headers())
+    assert wait_for(lambda: _action(live, task["url"], action_id)["status"].startswith("failed"))
+    assert len(receiver.requests) == 3
+    assert _action(live, task["url"], action_id)["status"] == "failed: webhook answered HTTP 500 (after 3 attempts)"
+    with live.app.store.transaction(write=False) as tx:
+        (firing,) = list_firings(tx.cur)
+    assert firing["state"] == "failed" and firing["attempts"] == 3
+
+
+def test_webhook_recovers_after_a_failure(server_factory: Any, receiver_factory: Any) -> None:
+    live = server_factory(delivery_attempts=5, delivery_backoff=0.05)
+    receiver = receiver_factory([503, 200])
+    hook = {"trigger": "50", "integration": "webhook:ci", "config": {"url": receiver.url}}
+    task = httpx.post(live.tasks_url, json={"name": "t", "actions": [hook]}, headers=live.headers()).json()
+    httpx.patch(task["url"], json={"value": 50}, headers=live.headers())
+    assert wait_for(lambda: len(receiver.requests) == 2)
+
+    def delivered() -> bool:
+        with live.app.store.transaction(write=False) as tx:
+            return [f["state"] for f in list_firings(tx.cur)] == ["delivered"]
+
+    assert wait_for(delivered)
+
+
+def test_unreachable_webhook_is_recorded(server_factory: Any) -> None:
+    live = server_factory(delivery_attempts=2, delivery_backoff=0.01, webhook_timeout=1)
+    hook = {"trigger": "pending", "integration": "webhook:gone", "config": {"url": "http://127.0.0.1:9/"}}
+    task = httpx.post(live.tasks_url, json={"name": "t", "actions": [hook]}, headers=live.headers()).json()
+    action_id = httpx.get(f"{task['url']}actions/", headers=live.headers()).json()[0]["id"]
+    assert wait_for(lambda: _action(live, task["url"], action_id)["status"] != "active")
+    assert _action(live, task["url"], action_id)["status"].startswith("failed: webhook unreachable")
+
+
+def test_embedded_writes_are_delivered_by_the_server(live_server: LiveServer, receiver_factory: Any) -> None:
+    receiver = receiver_factory([204])
+    store = open_store(live_server.store_url)
+    try:
+        with store.transaction() as tx:
+            scope = tx.ensure_project("acme", "web")
+            hook = {"trigger": "error", "integration": "webhook:x", "config": {"url": receiver.url}}
+            task = tx.create_task(scope, {"name": "embedded", "actions": [hook]})
+            tx.update_task(scope, task["id"], {"status": "error"})
+    finally:
+        store.close()
+    assert wait_for(lambda: receiver.requests)
+    assert receiver.requests[0][1]["name"] == "embedded"
+    assert receiver.requests[0][1]["url"] == f"{live_server.tasks_url}{task['id']}/"
+
+
+def test_email_is_sent_through_smtp(server_factory: Any, smtp_sink: SmtpSink) -> None:
+    live = server_factory(smtp=SmtpSettings("127.0.0.1", smtp_sink.port, sender="tr@example.com"))
+    mail = {"trigger": "error", "integration": "email", "config": {"to": ["a@example.com", "b@example.com"]}}
+    task = httpx.post(live.tasks_url, json={"name": "nightly", "actions": [mail]}, headers=live.headers()).json()
+    httpx.patch(task["url"], json={"status": "error"}, headers=live.headers())
+    assert wait_for(lambda: smtp_sink.messages)
+    (message,) = smtp_sink.messages
+    assert message["rcpt"] == ["TO:<a@example.com>", "TO:<b@example.com>"]
+    assert message["from"].startswith("FROM:<tr@example.com>")
+    assert "Subject: [taskreport] nightly: error" in message["data"]
+    assert task["url"] in message["data"]
+
+
+def test_email_without_smtp_is_recorded_as_not_configured(sqlite_server: LiveServer) -> None:
+    mail = {"trigger": "pending", "integration": "email", "config": {"to": "a@example.com"}}
+    task = httpx.post(sqlite_server.tasks_url, json={"name": "t", "actions": [mail]}, headers=sqlite_server.headers())
+    url = task.json()["url"]
+    action_id = httpx.get(f"{url}actions/", headers=sqlite_server.headers()).json()[0]["id"]
+    assert wait_for(lambda: _action(sqlite_server, url, action_id)["status"] != "active")
+    assert _action(sqlite_server, url, action_id)["status"] == (
+        "failed: email is not configured on this server (taskreport serve --smtp-host)"
+    )
+
+
+def test_sweeper_marks_stale_and_overrunning_tasks(server_factory: Any) -> None:
+    live = server_factory(sweep_interval=0.05)
+    long_ago = time.time() - 100
+    with live.app.store.transaction() as tx:
+        scope = tx.ensure_project("acme", "web")
+        stale = tx.create_task(scope, {"name": "quiet", "status": "processing", "stale_timeout": 10}, now=long_ago)
+        slow = tx.create_task(scope, {"name": "slow", "status": "processing", "max_runtime": 50}, now=long_ago)
+        fresh = tx.create_task(scope, {"name": "fresh", "status": "processing", "stale_timeout": 1000})
+        done = tx.create_task(scope, {"name": "done", "status": "success", "stale_timeout": 1}, now=long_ago)
+
+    def status(task: dict[str, Any]) -> str:
+        url = f"{live.tasks_url}{task['id']}/"
+        return str(httpx.get(url, headers=live.headers()).json()["status"])
+
+    assert wait_for(lambda: status(stale) == "stale" and status(slow) == "error")
+    slow_now = httpx.get(f"{live.tasks_url}{slow['id']}/", headers=live.headers()).json()
+    assert "max_runtime" in slow_now["data"]["error"]
+    assert status(fresh) == "processing" and status(done) == "success"
