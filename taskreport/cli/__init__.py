@@ -8,7 +8,9 @@ from typing import Any
 import click
 
 from .._errors import TaskReportError
+from ._admin import admin
 from ._group import ReportingGroup
+from ._serve import serve
 from ._tasks import flush_spool, get_cmd, list_cmd
 
 __all__ = ["main"]
@@ -29,6 +31,8 @@ def main(ctx: click.Context, **settings: Any) -> None:
 main.add_command(list_cmd)
 main.add_command(get_cmd)
 main.add_command(flush_spool)
+main.add_command(serve)
+main.add_command(admin)
 
 
 def run() -> None:  # pragma: no cover - console entry point wrapper for python -m

@@ -1,0 +1,121 @@
+"""``taskreport admin``: users, projects and tokens of a server's database."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+from .._config import DEFAULT_PROJECT, LOCAL_ORGANIZATION
+from .._errors import TaskReportError
+from .._store import Store, open_store
+from ._serve import default_db
+
+
+@contextmanager
+def _store(ctx: click.Context) -> Iterator[Store]:
+    store = open_store(ctx.obj["db"] or default_db())
+    try:
+        yield store
+    except TaskReportError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        store.close()
+
+
+@click.group()
+@click.option(
+    "--db",
+    envvar="TASKREPORT_SERVE_DB",
+    help="Store: a SQLite path or postgresql://... [default: the embedded store, $TASKREPORT_HOME/taskreport.db]",
+)
+@click.pass_context
+def admin(ctx: click.Context, db: str | None) -> None:
+    """Manage the users, projects and API tokens of a taskreport server's database."""
+    ctx.obj = {"db": db}
+
+
+@admin.command("create-user")
+@click.argument("username")
+@click.option("--org", "organization", default=LOCAL_ORGANIZATION, show_default=True)
+@click.password_option(envvar="TASKREPORT_ADMIN_PASSWORD", help="At least 8 characters [prompted].")
+@click.pass_context
+def create_user(ctx: click.Context, username: str, organization: str, password: str) -> None:
+    """Create a user in an organization; they log in with POST /api/authenticate/."""
+    with _store(ctx) as store, store.transaction() as tx:
+        user_id = tx.create_user(username, password, organization)
+    click.echo(f"created user {username!r} (id {user_id}) in organization {organization!r}")
+
+
+@admin.command("create-project")
+@click.argument("organization")
+@click.argument("project", default=DEFAULT_PROJECT)
+@click.option("--name", help="Display name [default: the slug].")
+@click.pass_context
+def create_project(ctx: click.Context, organization: str, project: str, name: str | None) -> None:
+    """Create a project (and its organization, if new)."""
+    with _store(ctx) as store, store.transaction() as tx:
+        tx.ensure_project(organization, project, name)
+    click.echo(f"project {organization}/{project} is ready")
+
+
+@admin.command("create-token")
+@click.argument("organization")
+@click.option("--user", "username", help="Issue the token on behalf of this user.")
+@click.option("--name", default="", help="A label, shown by list-tokens.")
+@click.pass_context
+def create_token(ctx: click.Context, organization: str, username: str | None, name: str) -> None:
+    """Issue an API token for an organization. It is printed once; the database keeps only a hash."""
+    with _store(ctx) as store, store.transaction() as tx:
+        user_id = None
+        if username is not None:
+            row = tx.cur.one("SELECT id FROM users WHERE username = ?", (username,))
+            if row is None:
+                raise click.ClickException(f"no user {username!r}")
+            user_id = int(row["id"])
+        key = tx.create_token(organization, user_id=user_id, name=name)
+    click.echo(key)
+
+
+@admin.command("rotate-token")
+@click.argument("token_id", type=int)
+@click.pass_context
+def rotate_token(ctx: click.Context, token_id: int) -> None:
+    """Revoke a token and print its replacement (same organization, user and name)."""
+    with _store(ctx) as store, store.transaction() as tx:
+        key = tx.rotate_token(token_id)
+    click.echo(key)
+
+
+@admin.command("revoke-token")
+@click.argument("token_id", type=int)
+@click.pass_context
+def revoke_token(ctx: click.Context, token_id: int) -> None:
+    """Revoke a token. Servers stop accepting it within their token cache time (5 s by default)."""
+    with _store(ctx) as store, store.transaction() as tx:
+        tx.revoke_token(token_id)
+    click.echo(f"revoked token {token_id}")
+
+
+def _when(epoch: Any) -> str:
+    if epoch is None:
+        return "-"
+    return _dt.datetime.fromtimestamp(float(epoch), _dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+
+@admin.command("list-tokens")
+@click.option("--org", "organization", help="Only this organization's tokens.")
+@click.pass_context
+def list_tokens(ctx: click.Context, organization: str | None) -> None:
+    """List tokens: id, organization, key prefix, name, created and revoked times. Keys are never shown."""
+    with _store(ctx) as store, store.transaction(write=False) as tx:
+        rows = tx.list_tokens(organization)
+    click.echo(f"{'ID':>4}  {'ORGANIZATION':<16} {'PREFIX':<12} {'NAME':<16} {'CREATED':<16}  REVOKED")
+    for row in rows:
+        click.echo(
+            f"{row['id']:>4}  {row['organization']:<16} {row['prefix'] + '...':<12} {row['name'] or '-':<16} "
+            f"{_when(row['created']):<16}  {_when(row['revoked'])}"
+        )

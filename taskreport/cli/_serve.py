@@ -1,0 +1,199 @@
+"""``taskreport serve``: run the task service on this machine."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import secrets
+import socket
+from typing import Any
+
+import click
+
+from .._config import DEFAULT_PROJECT, LOCAL_ORGANIZATION, Config, write_config_file
+from .._errors import ConfigurationError
+from .._http import is_loopback
+
+_WILDCARDS = ("0.0.0.0", "::", "")
+
+
+def default_db() -> str:
+    # the embedded store, so that the server serves what the library wrote before there was a server
+    return Config().store_url
+
+
+def check_bind(host: str, tls: bool, allow_http: bool) -> None:
+    if not tls and not allow_http and not is_loopback(host):
+        raise click.UsageError(
+            f"refusing to serve plain HTTP on {host!r}: API tokens would cross the network in clear text. "
+            "Give --certfile and --keyfile, or --allow-http (behind a TLS-terminating proxy)."
+        )
+
+
+def local_url(host: str, port: int, tls: bool) -> str:
+    """Where a client on this machine reaches the server."""
+    name = "127.0.0.1" if host in _WILDCARDS else host
+    try:
+        if ipaddress.ip_address(name).version == 6:
+            name = f"[{name}]"
+    except ValueError:
+        pass
+    return f"{'https' if tls else 'http'}://{name}:{port}"
+
+
+def bootstrap(
+    store: Any, organization: str, project: str, username: str, password: str | None
+) -> dict[str, str] | None:
+    """On a database without any token: create the organization, project, a user and a token for them.
+
+    Returns what was created (with the token and, if generated, the password), or None when the database
+    already had tokens.
+    """
+    with store.transaction() as tx:
+        if tx.cur.scalar("SELECT COUNT(*) FROM tokens"):
+            return None
+        tx.ensure_project(organization, project)
+        made = {"organization": organization, "project": project, "username": username}
+        if password is None:
+            password = secrets.token_urlsafe(18)
+            made["password"] = password
+        user_id = tx.create_user(username, password, organization)
+        made["token"] = tx.create_token(organization, user_id=user_id, name="serve")
+    return made
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # uvicorn writes a response's headers and body separately; without this the body waits for the
+    # client's delayed ACK (~40 ms on Linux) on every keep-alive request
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind((host, port))
+    return sock
+
+
+def run_server(app: Any, sock: socket.socket, **uvicorn_options: Any) -> None:
+    import uvicorn
+
+    config = uvicorn.Config(app, lifespan="on", **uvicorn_options)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+@click.command()
+@click.option("--host", envvar="TASKREPORT_SERVE_HOST", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", envvar="TASKREPORT_SERVE_PORT", type=int, default=8000, show_default=True)
+@click.option(
+    "--db",
+    envvar="TASKREPORT_SERVE_DB",
+    help="Store: a SQLite path or postgresql://... [default: the embedded store, $TASKREPORT_HOME/taskreport.db]",
+)
+@click.option("--certfile", envvar="TASKREPORT_SERVE_CERTFILE", type=click.Path(exists=True, dir_okay=False))
+@click.option("--keyfile", envvar="TASKREPORT_SERVE_KEYFILE", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--allow-http",
+    envvar="TASKREPORT_SERVE_ALLOW_HTTP",
+    is_flag=True,
+    help="Serve plain HTTP on a non-loopback address (only behind a TLS-terminating proxy).",
+)
+@click.option(
+    "--base-url", envvar="TASKREPORT_SERVE_BASE_URL", help="Public URL for links [default: each request's Host]."
+)
+@click.option("--org", "organization", envvar="TASKREPORT_SERVE_ORG", default=LOCAL_ORGANIZATION, show_default=True)
+@click.option("--project", envvar="TASKREPORT_SERVE_PROJECT", default=DEFAULT_PROJECT, show_default=True)
+@click.option("--username", envvar="TASKREPORT_SERVE_USERNAME", default="admin", show_default=True)
+@click.option("--password", envvar="TASKREPORT_SERVE_PASSWORD", help="For the first user [default: generated].")
+@click.option(
+    "--write-config/--no-write-config",
+    envvar="TASKREPORT_SERVE_WRITE_CONFIG",
+    default=True,
+    show_default=True,
+    help="On a new database, point this machine's config file at the server.",
+)
+@click.option("--rate-limit", envvar="TASKREPORT_SERVE_RATE_LIMIT", help="Per token, e.g. 100/s or 6000/minute.")
+@click.option(
+    "--token-cache-seconds", envvar="TASKREPORT_SERVE_TOKEN_CACHE", type=float, default=5.0, show_default=True
+)
+@click.option("--sweep-interval", envvar="TASKREPORT_SERVE_SWEEP_INTERVAL", type=float, default=30.0, show_default=True)
+@click.option(
+    "--delivery-attempts", envvar="TASKREPORT_SERVE_DELIVERY_ATTEMPTS", type=int, default=5, show_default=True
+)
+@click.option(
+    "--delivery-backoff", envvar="TASKREPORT_SERVE_DELIVERY_BACKOFF", type=float, default=5.0, show_default=True
+)
+@click.option("--smtp-host", envvar="TASKREPORT_SERVE_SMTP_HOST", help="SMTP server for email actions.")
+@click.option("--smtp-port", envvar="TASKREPORT_SERVE_SMTP_PORT", type=int, default=25, show_default=True)
+@click.option("--smtp-from", envvar="TASKREPORT_SERVE_SMTP_FROM", default="taskreport@localhost", show_default=True)
+@click.option("--smtp-username", envvar="TASKREPORT_SERVE_SMTP_USERNAME")
+@click.option("--smtp-password", envvar="TASKREPORT_SERVE_SMTP_PASSWORD")
+@click.option("--smtp-starttls", envvar="TASKREPORT_SERVE_SMTP_STARTTLS", is_flag=True)
+@click.option("--log-level", envvar="TASKREPORT_SERVE_LOG_LEVEL", default="info", show_default=True)
+@click.option("--access-log", envvar="TASKREPORT_SERVE_ACCESS_LOG", is_flag=True, help="Log every request.")
+def serve(**opts: Any) -> None:
+    """Run the task service (the task API) on this machine.
+
+    On a database without tokens it first creates an organization, project, user and token, prints the
+    token once and writes url and token to this machine's config file.
+    """
+    try:
+        from ..server import RateLimit, ServerSettings, SmtpSettings, create_app
+    except ImportError as exc:
+        raise click.ClickException(str(exc)) from None
+    tls = bool(opts["certfile"])
+    if opts["keyfile"] and not tls:
+        raise click.UsageError("--keyfile needs --certfile")
+    check_bind(opts["host"], tls, opts["allow_http"])
+    try:
+        rate_limit = RateLimit.parse(opts["rate_limit"]) if opts["rate_limit"] else None
+    except ConfigurationError as exc:
+        raise click.BadParameter(str(exc), param_hint="--rate-limit") from None
+    smtp = None
+    if opts["smtp_host"]:
+        smtp = SmtpSettings(
+            opts["smtp_host"],
+            opts["smtp_port"],
+            sender=opts["smtp_from"],
+            username=opts["smtp_username"],
+            password=opts["smtp_password"],
+            starttls=opts["smtp_starttls"],
+        )
+    url = local_url(opts["host"], opts["port"], tls)
+    base_url = opts["base_url"].rstrip("/") if opts["base_url"] else None
+    settings = ServerSettings(
+        store_url=opts["db"] or default_db(),
+        # links in webhook payloads need a host even before any request has told us one
+        base_url=base_url or (None if opts["host"] in _WILDCARDS else url),
+        rate_limit=rate_limit,
+        token_cache_seconds=opts["token_cache_seconds"],
+        sweep_interval=opts["sweep_interval"],
+        delivery_attempts=opts["delivery_attempts"],
+        delivery_backoff=opts["delivery_backoff"],
+        smtp=smtp,
+    )
+    sock = bind_socket(opts["host"], opts["port"])
+    app = create_app(settings)
+    made = bootstrap(app.store, opts["organization"], opts["project"], opts["username"], opts["password"])
+    if made is not None:
+        click.echo(
+            f"New database: created organization {made['organization']!r}, project {made['project']!r} "
+            f"and user {made['username']!r}."
+        )
+        if "password" in made:
+            click.echo(f"  password: {made['password']}  (generated; shown only now)")
+        click.echo(f"  token:    {made['token']}  (shown only now: the database keeps a hash)")
+        if opts["write_config"]:
+            path = write_config_file(
+                {"url": url, "token": made["token"], "organization": made["organization"], "project": made["project"]}
+            )
+            click.echo(f"  this machine's CLI and library now report to {url} ({path})")
+    click.echo(f"Serving the task API on {url} (store: {app.store!r})", err=True)
+    # uvicorn shuts down gracefully on Ctrl+C, then re-raises it: a normal way to stop a server, not an error
+    with contextlib.suppress(KeyboardInterrupt):
+        run_server(
+            app,
+            sock,
+            ssl_certfile=opts["certfile"],
+            ssl_keyfile=opts["keyfile"],
+            log_level=opts["log_level"],
+            access_log=opts["access_log"],
+        )

@@ -1,0 +1,173 @@
+"""``taskreport serve`` (bootstrap, bind checks) and ``taskreport admin``, through their click commands."""
+
+from __future__ import annotations
+
+import stat
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from taskreport._config import read_config_file
+from taskreport._store import open_store
+from taskreport.cli import _serve
+from taskreport.cli._admin import admin
+from taskreport.cli._serve import serve
+
+
+@pytest.fixture
+def launches(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Stands in for uvicorn: records what would have been served."""
+    calls: list[dict[str, Any]] = []
+
+    def fake_run(app: Any, sock: Any, **options: Any) -> None:
+        calls.append({"app": app, "address": sock.getsockname(), **options})
+        sock.close()
+        app.store.close()
+
+    monkeypatch.setattr(_serve, "run_server", fake_run)
+    return calls
+
+
+def _token_valid(db: str, key: str) -> bool:
+    store = open_store(db)
+    try:
+        with store.transaction(write=False) as tx:
+            return tx.token_info(key) is not None
+    finally:
+        store.close()
+
+
+def test_first_serve_bootstraps_and_prints_the_token_once(
+    tmp_path: Path, isolated: Path, launches: list[dict[str, Any]]
+) -> None:
+    runner = CliRunner()
+    first = runner.invoke(serve, ["--port", "0"])
+    assert first.exit_code == 0, first.output
+    token = next(line.split()[1] for line in first.output.splitlines() if line.strip().startswith("token:"))
+    assert "password:" in first.output
+    # the default database is the embedded store, so the server serves what the library wrote
+    default_db = str(isolated / "taskreport.db")
+    assert launches[0]["app"].settings.store_url == default_db
+    assert launches[0]["address"][0] == "127.0.0.1"
+    assert _token_valid(default_db, token)
+
+    config_file = tmp_path / "config.toml"
+    assert stat.S_IMODE(config_file.stat().st_mode) == 0o600
+    config = read_config_file(config_file)
+    assert config == {"url": "http://127.0.0.1:0", "token": token, "organization": "local", "project": "default"}
+
+    second = runner.invoke(serve, ["--port", "0"])
+    assert second.exit_code == 0, second.output
+    assert "token:" not in second.output and token not in second.output
+    assert read_config_file(config_file)["token"] == token
+
+
+def test_bootstrap_with_given_names(
+    tmp_path: Path, launches: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = str(tmp_path / "server.db")
+    monkeypatch.setenv("TASKREPORT_SERVE_DB", db)
+    result = CliRunner().invoke(
+        serve,
+        ["--port", "0", "--org", "acme", "--project", "web", "--username", "ada", "--password", "long enough"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "password:" not in result.output and "long enough" not in result.output
+    config = read_config_file(tmp_path / "config.toml")
+    assert (config["organization"], config["project"]) == ("acme", "web")
+    store = open_store(db)
+    try:
+        with store.transaction(write=False) as tx:
+            user = tx.authenticate_user("ada", "long enough")
+            assert user is not None and tx.organization_slugs(user["id"]) == ["acme"]
+            assert tx.get_scope("acme", "web") is not None
+    finally:
+        store.close()
+
+
+def test_no_write_config_leaves_the_config_alone(tmp_path: Path, launches: list[dict[str, Any]]) -> None:
+    result = CliRunner().invoke(serve, ["--port", "0", "--no-write-config"])
+    assert result.exit_code == 0 and "token:" in result.output
+    assert not (tmp_path / "config.toml").exists()
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.10", "::"])
+def test_plain_http_on_a_non_loopback_address_is_refused(
+    host: str, launches: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = CliRunner().invoke(serve, ["--host", host, "--port", "0"])
+    assert result.exit_code == 2
+    assert "refusing to serve plain HTTP" in result.output and "--allow-http" in result.output
+    assert launches == []
+    monkeypatch.setenv("TASKREPORT_SERVE_HOST", host)
+    assert CliRunner().invoke(serve, ["--port", "0"]).exit_code == 2
+
+
+def test_allow_http_and_tls_permit_a_public_bind(tmp_path: Path, launches: list[dict[str, Any]]) -> None:
+    allowed = CliRunner().invoke(serve, ["--host", "0.0.0.0", "--port", "0", "--allow-http"])
+    assert allowed.exit_code == 0, allowed.output
+    assert launches[-1]["address"][0] == "0.0.0.0"
+    # with a wildcard bind, links follow each request's Host header
+    assert launches[-1]["app"].settings.base_url is None
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_text("cert")
+    key.write_text("key")
+    tls = CliRunner().invoke(
+        serve, ["--host", "0.0.0.0", "--port", "0", "--certfile", str(cert), "--keyfile", str(key)]
+    )
+    assert tls.exit_code == 0, tls.output
+    assert launches[-1]["ssl_certfile"] == str(cert) and launches[-1]["ssl_keyfile"] == str(key)
+    only_key = CliRunner().invoke(serve, ["--port", "0", "--keyfile", str(key)])
+    assert only_key.exit_code == 2 and "--keyfile needs --certfile" in only_key.output
+
+
+def test_invalid_rate_limit_is_a_usage_error(launches: list[dict[str, Any]]) -> None:
+    result = CliRunner().invoke(serve, ["--port", "0", "--rate-limit", "lots"])
+    assert result.exit_code == 2 and "--rate-limit" in result.output
+    ok = CliRunner().invoke(serve, ["--port", "0", "--rate-limit", "10/minute"])
+    assert ok.exit_code == 0
+    limit = launches[-1]["app"].settings.rate_limit
+    assert (limit.requests, limit.period) == (10, 60.0)
+
+
+def test_admin_commands(tmp_path: Path) -> None:
+    db = str(tmp_path / "admin.db")
+    runner = CliRunner()
+
+    def run(*args: str, input: str | None = None) -> str:
+        result = runner.invoke(admin, ["--db", db, *args], input=input)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    assert "acme/web is ready" in run("create-project", "acme", "web")
+    assert "created user 'ada'" in run("create-user", "ada", "--org", "acme", input="long enough\nlong enough\n")
+    key = run("create-token", "acme", "--user", "ada", "--name", "ci").strip()
+    assert key.startswith("trk_") and _token_valid(db, key)
+
+    listing = run("list-tokens")
+    assert "acme" in listing and "ci" in listing and key[:10] in listing and key not in listing
+
+    rotated = run("rotate-token", "1").strip()
+    assert rotated != key and _token_valid(db, rotated) and not _token_valid(db, key)
+    run("revoke-token", "2")
+    assert not _token_valid(db, rotated)
+    assert run("list-tokens", "--org", "other").count("\n") == 1
+
+    missing = runner.invoke(admin, ["--db", db, "create-token", "acme", "--user", "nobody"])
+    assert missing.exit_code == 1 and "no user 'nobody'" in missing.output
+    short = runner.invoke(admin, ["--db", db, "create-user", "bob", "--password", "short"])
+    assert short.exit_code == 1 and "at least 8" in short.output
+    gone = runner.invoke(admin, ["--db", db, "rotate-token", "99"])
+    assert gone.exit_code == 1 and "no active token" in gone.output
+
+
+def test_serve_without_the_server_extra_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [m for m in sys.modules if m == "taskreport.server" or m.startswith("taskreport.server.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "uvicorn", None)
+    result = CliRunner().invoke(serve, ["--port", "0"])
+    assert result.exit_code == 1
+    assert "pip install 'taskreport[server]'" in result.output
