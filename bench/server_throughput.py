@@ -1,0 +1,305 @@
+"""Persisted PATCH/s of a real ``taskreport serve`` on SQLite, against a no-op endpoint of the same stack.
+
+Starts ``taskreport serve`` on a fresh SQLite database on a free loopback port, then drives it with 32
+keep-alive connections (wrk if installed, else a Python HTTP/1.1 load generator) for a bounded time:
+
+1. ``GET /api/ping/``: the no-op, through the same uvicorn, ASGI app, routing and negotiation;
+2. ``PATCH /api/{org}/{project}/tasks/{id}/`` with ``{"value": n}``, rotating over many tasks.
+
+Prints requests/s, p50/p99 latency and the PATCH/no-op ratio (target: >= 0.5). A PATCH is answered only
+after its transaction committed; to check that, the run records the highest value acknowledged for each
+task and, after stopping the server, reads the database: every task must hold at least that value.
+
+    python bench/server_throughput.py [--duration 5] [--connections 32] [--tasks 256] [--python]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+WRK_SCRIPT = r"""
+local tasks = {}
+local counter = 0
+local ntasks = 0
+for id in string.gmatch(os.getenv("BENCH_TASKS") or "", "[^,]+") do
+  ntasks = ntasks + 1
+  tasks[ntasks] = id
+end
+local prefix = os.getenv("BENCH_PREFIX")
+local headers = {["Authorization"] = "Token " .. os.getenv("BENCH_TOKEN"), ["Content-Type"] = "application/json"}
+acked = {}
+local threads = {}
+
+function setup(thread)
+  table.insert(threads, thread)
+end
+
+request = function()
+  counter = counter + 1
+  local task = tasks[(counter % ntasks) + 1]
+  return wrk.format("PATCH", prefix .. task .. "/", headers, '{"value": ' .. counter .. '}')
+end
+
+response = function(status, hdrs, body)
+  if status == 200 then
+    local id = string.match(body, '"id":"([^"]+)"')
+    local value = tonumber(string.match(body, '"value":(%d+)'))
+    if id and value and (acked[id] == nil or acked[id] < value) then
+      acked[id] = value
+    end
+  end
+end
+
+done = function(summary, latency, requests)
+  local merged = {}
+  for _, thread in ipairs(threads) do
+    local t = thread:get("acked")
+    for id, value in pairs(t) do
+      if merged[id] == nil or merged[id] < value then merged[id] = value end
+    end
+  end
+  local parts = {}
+  for id, value in pairs(merged) do table.insert(parts, string.format('"%s":%d', id, value)) end
+  io.write(string.format(
+    'BENCH {"requests":%d,"duration_us":%d,"errors":%d,"non2xx":%d,"p50_us":%d,"p99_us":%d,"acked":{%s}}\n',
+    summary.requests, summary.duration,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    summary.errors.status, latency:percentile(50), latency:percentile(99), table.concat(parts, ",")))
+end
+"""
+
+NOOP_SCRIPT = r"""
+done = function(summary, latency, requests)
+  io.write(string.format(
+    'BENCH {"requests":%d,"duration_us":%d,"errors":%d,"non2xx":%d,"p50_us":%d,"p99_us":%d,"acked":{}}\n',
+    summary.requests, summary.duration,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    summary.errors.status, latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(workdir: Path, port: int) -> tuple[subprocess.Popen[str], str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKREPORT_")}
+    env.update(TASKREPORT_HOME=str(workdir / "home"), TASKREPORT_CONFIG=str(workdir / "config.toml"))
+    script = Path(sys.executable).parent / "taskreport"
+    command = [str(script)] if script.exists() else [sys.executable, "-c", "from taskreport.cli import main; main()"]
+    command += [
+        "serve",
+        "--db",
+        str(workdir / "bench.db"),
+        "--port",
+        str(port),
+        "--no-write-config",
+        "--log-level",
+        "warning",
+        "--sweep-interval",
+        "0",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
+    assert process.stdout is not None
+    token = ""
+    deadline = time.monotonic() + 30
+    while not token and time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        if line.strip().startswith("token:"):
+            token = line.split()[1]
+    if not token:
+        process.kill()
+        raise SystemExit("taskreport serve printed no token")
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/ping/", timeout=1):
+                return process, token
+        except OSError:
+            time.sleep(0.05)
+    process.kill()
+    raise SystemExit("taskreport serve did not answer")
+
+
+def api(method: str, url: str, token: str, body: Any = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)
+    request.add_header("Authorization", f"Token {token}")
+    request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read() or b"null")
+
+
+# -- load generators ---------------------------------------------------------------------------------
+def run_wrk(url: str, script: str, env: dict[str, str], connections: int, duration: float) -> dict[str, Any]:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
+        fh.write(script)
+    try:
+        out = subprocess.run(
+            ["wrk", "-t", "1", "-c", str(connections), "-d", f"{max(1, round(duration))}s", "-s", fh.name, "--timeout", "10s", url],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **env},
+            timeout=duration + 60,
+            check=True,
+        ).stdout
+    finally:
+        os.unlink(fh.name)
+    line = next(line for line in out.splitlines() if line.startswith("BENCH "))
+    result: dict[str, Any] = json.loads(line[len("BENCH ") :])
+    result["rate"] = result["requests"] / (result["duration_us"] / 1e6)
+    return result
+
+
+async def _python_connection(
+    host: str, port: int, make: Any, until: float, latencies: list[float], acked: dict[str, int], errors: list[int]
+) -> None:
+    reader, writer = await asyncio.open_connection(host, port)
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        while time.monotonic() < until:
+            payload = make()
+            started = time.perf_counter()
+            writer.write(payload)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head.split(b" ", 2)[1])
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+            body = await reader.readexactly(length)
+            latencies.append(time.perf_counter() - started)
+            if status != 200:
+                errors.append(status)
+            elif body.startswith(b'{"id"'):
+                row = json.loads(body)
+                if row["value"] > acked.get(row["id"], -1):
+                    acked[row["id"]] = row["value"]
+    finally:
+        writer.close()
+
+
+def run_python(port: int, make: Any, connections: int, duration: float) -> dict[str, Any]:
+    latencies: list[float] = []
+    acked: dict[str, int] = {}
+    errors: list[int] = []
+
+    async def main() -> float:
+        started = time.monotonic()
+        until = started + duration
+        await asyncio.gather(
+            *(
+                _python_connection("127.0.0.1", port, make, until, latencies, acked, errors)
+                for _ in range(connections)
+            )
+        )
+        return time.monotonic() - started
+
+    elapsed = asyncio.run(main())
+    latencies.sort()
+    cuts = statistics.quantiles(latencies, n=100)
+    return {
+        "requests": len(latencies),
+        "rate": len(latencies) / elapsed,
+        "errors": 0,
+        "non2xx": len(errors),
+        "p50_us": cuts[49] * 1e6,
+        "p99_us": cuts[98] * 1e6,
+        "acked": acked,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--tasks", type=int, default=256, help="tasks the PATCHes rotate over")
+    parser.add_argument("--python", action="store_true", help="use the Python load generator even if wrk exists")
+    args = parser.parse_args()
+    use_wrk = shutil.which("wrk") is not None and not args.python
+
+    workdir = Path(tempfile.mkdtemp(prefix="taskreport-bench-"))
+    port = free_port()
+    server, token = start_server(workdir, port)
+    base = f"http://127.0.0.1:{port}"
+    prefix = "/api/local/default/tasks/"
+    try:
+        ids = [api("POST", f"{base}{prefix}", token, {"name": f"bench {i}"})["id"] for i in range(args.tasks)]
+        counter = iter(range(1, 10**12))
+
+        def make_patch() -> bytes:
+            n = next(counter)
+            body = b'{"value": %d}' % n
+            return (
+                f"PATCH {prefix}{ids[n % len(ids)]}/ HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Token {token}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            ).encode() + body
+
+        def make_ping() -> bytes:
+            return b"GET /api/ping/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+
+        def measure(kind: str, duration: float) -> dict[str, Any]:
+            if use_wrk:
+                if kind == "noop":
+                    return run_wrk(f"{base}/api/ping/", NOOP_SCRIPT, {}, args.connections, duration)
+                env = {"BENCH_TASKS": ",".join(ids), "BENCH_PREFIX": prefix, "BENCH_TOKEN": token}
+                return run_wrk(f"{base}{prefix}", WRK_SCRIPT, env, args.connections, duration)
+            return run_python(port, make_patch if kind == "patch" else make_ping, args.connections, duration)
+
+        measure("noop", 1.0)  # warm up both paths (imports, connections, SQLite pages)
+        measure("patch", 1.0)
+        noop = measure("noop", args.duration)
+        patch = measure("patch", args.duration)
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(30)
+
+    # the server is gone: what the database holds now is what was committed
+    sys.path.insert(0, str(ROOT))
+    from taskreport._store import open_store
+
+    store = open_store(str(workdir / "bench.db"))
+    with store.transaction(write=False) as tx:
+        final = {row["public_id"]: row["value"] for row in tx.cur.all("SELECT public_id, value FROM tasks")}
+    store.close()
+    lost = {tid: (value, final.get(tid)) for tid, value in patch["acked"].items() if (final.get(tid) or -1) < value}
+    shutil.rmtree(workdir, ignore_errors=True)
+
+    generator = "wrk (1 thread)" if use_wrk else "python asyncio load generator"
+    print(f"taskreport serve, SQLite, {args.connections} keep-alive connections, {generator}, {args.duration:g} s each")
+    for name, result in (("no-op GET /api/ping/", noop), ("PATCH task (persisted)", patch)):
+        print(
+            f"  {name:<24} {result['rate']:>9.0f} req/s   p50 {result['p50_us'] / 1000:6.2f} ms"
+            f"   p99 {result['p99_us'] / 1000:6.2f} ms   errors {result['errors']}  non-2xx {result['non2xx']}"
+        )
+    ratio = patch["rate"] / noop["rate"]
+    print(f"  ratio PATCH/no-op: {ratio:.2f}x (target >= 0.5x)")
+    checked = len(patch["acked"])
+    print(f"  persistence: {checked} tasks checked after shutdown, {len(lost)} below their last acknowledged value")
+    if lost or patch["non2xx"] or patch["errors"]:
+        raise SystemExit(f"FAILED: lost={dict(list(lost.items())[:5])} non2xx={patch['non2xx']}")
+
+
+if __name__ == "__main__":
+    main()
