@@ -90,8 +90,7 @@ def write_config_file(values: Mapping[str, Any], path: Path | None = None) -> Pa
     for key, value in merged.items():
         if not isinstance(value, (str, int, float, bool)):
             continue
-        # a JSON string is a valid TOML basic string for everything we write
-        rendered = json.dumps(value) if isinstance(value, str) else str(value).lower()
+        rendered = _toml_string(value) if isinstance(value, str) else str(value).lower()
         lines.append(f"{key} = {rendered}")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".config-", suffix=".toml")
     try:
@@ -103,6 +102,12 @@ def write_config_file(values: Mapping[str, Any], path: Path | None = None) -> Pa
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _toml_string(value: str) -> str:
+    # JSON's escapes are TOML's; ensure_ascii would write surrogate pairs, which TOML refuses, and TOML also
+    # wants DEL escaped
+    return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
 def parse_project_key(key: str) -> tuple[str, str, str] | None:

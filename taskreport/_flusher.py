@@ -148,6 +148,7 @@ class Flusher:
     def after_fork_child(self) -> None:
         heartbeats = dict(self.heartbeats)
         self._reset()
+        self.log = RateLimitedLog(self.log.interval)
         # the parent keeps sending what was pending; a heartbeat follows the task into the child
         for task, every in heartbeats.items():
             self.heartbeats[task] = every

@@ -108,11 +108,13 @@ class LocalTransport:
         if self._store is not None and self._store.dialect == "sqlite":
             ms = int(max(0.05, seconds) * 1000)
             self._store.db.dialect.busy_timeout = ms / 1000  # type: ignore[attr-defined]
-            self._store.db.connection().execute(f"PRAGMA busy_timeout = {ms}")
+            with self._store.transaction(write=False) as tx:
+                tx.cur.execute(f"PRAGMA busy_timeout = {ms}")
 
     def after_fork(self) -> None:
-        # the store's connection pool notices the new pid by itself; nothing else is shared
-        pass
+        # another thread of the parent may have held the lock at the fork; the store's connection pool
+        # notices the new pid by itself
+        self._lock = threading.Lock()
 
     def close(self) -> None:
         if self._store is not None:

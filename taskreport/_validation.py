@@ -72,12 +72,25 @@ def _integer(field: str, value: Any, *, lo: int, hi: int, nullable: bool) -> int
     return int(value)
 
 
+def _check_keys(field: str, value: Any) -> None:
+    # json.dumps turns 1 into "1" silently, so {1: .., "1": ..} would lose a key on the way
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValidationError(f"must be JSON-serialisable: key {key!r} is not a string.", attr=field)
+            _check_keys(field, item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _check_keys(field, item)
+
+
 def check_json(field: str, value: Any) -> Any:
     """``value`` if it serialises to strict JSON (no NaN, string keys); ValidationError otherwise."""
     try:
         json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise ValidationError(f"must be JSON-serialisable: {exc}.", attr=field) from None
+    _check_keys(field, value)
     return value
 
 
@@ -184,7 +197,7 @@ def validate_task(fields: Mapping[str, Any], *, partial: bool, unknown: str = "r
 
 def validate_action(fields: Mapping[str, Any], *, partial: bool, prefix: str = "") -> dict[str, Any]:
     if not isinstance(fields, Mapping):
-        raise ValidationError("must be an object with trigger, integration and config.", attr=prefix or None)
+        raise ValidationError("must be an object with trigger, integration and config.", attr=prefix.rstrip(".") or None)
     out: dict[str, Any] = {}
     for field, value in fields.items():
         attr = f"{prefix}{field}"

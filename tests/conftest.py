@@ -68,9 +68,20 @@ def postgres_url() -> Iterator[str]:
     except psycopg.OperationalError as exc:
         pytest.skip(f"PostgreSQL at 127.0.0.1:5432 refused the test database: {exc}")
     sep = "&" if "?" in PG_DSN else "?"
-    yield f"{PG_DSN}{sep}options=-csearch_path%3D{schema}"
+    # application_name marks this test's connections, so teardown can end any still open
+    yield f"{PG_DSN}{sep}options=-csearch_path%3D{schema}&application_name={schema}"
     with psycopg.connect(PG_DSN, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        for attempt in range(5):
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+                (schema,),
+            )
+            try:
+                conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+                break
+            except psycopg.errors.DeadlockDetected:
+                if attempt == 4:
+                    raise
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

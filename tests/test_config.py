@@ -227,11 +227,6 @@ def test_write_config_file_keeps_numbers_and_booleans() -> None:
     assert read_config_file() == {"strict": True, "flush_interval": 2.5, "max_pending": 10}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _config.write_config_file writes json.dumps() escapes; non-BMP characters become surrogate "
-    "pairs (\\ud83d\\ude00), which TOML rejects, so the file can no longer be read",
-)
 def test_write_config_file_round_trips_non_bmp_characters() -> None:
     write_config_file({"project": "rocket \U0001f680"})
     assert read_config_file()["project"] == "rocket \U0001f680"

@@ -797,14 +797,6 @@ def test_nested_transaction_joins_outer(store: Store, scope: Scope) -> None:
 
 def test_first_use_of_a_project_from_two_connections(store: Store, request: pytest.FixtureRequest) -> None:
     """Two writers creating the same new project at once both get it (embedded clients start together)."""
-    if store.dialect == "postgresql":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="BUG: AccountOps.ensure_organization/ensure_project SELECT then INSERT; on PostgreSQL the "
-                "second concurrent writer hits the UNIQUE constraint (psycopg UniqueViolation)",
-            )
-        )
     first_inserted = threading.Event()
     second_started = threading.Event()
     results: dict[str, Any] = {}
@@ -946,11 +938,6 @@ def test_failed_migration_leaves_the_store_as_it_was(store_url: str, monkeypatch
         s.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _migrations.migrate() reads LATEST, computed once at import, so a migration appended to "
-    "MIGRATIONS at run time is never applied",
-)
 def test_appending_to_migrations_alone_is_enough(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     open_store(sqlite_url).close()
     monkeypatch.setattr(_migrations, "MIGRATIONS", [*_migrations.MIGRATIONS, _NEW_COLUMN])

@@ -92,9 +92,4 @@ def test_two_processes_on_sqlite_lose_nothing(sqlite_url: str, request: pytest.F
 @pytest.mark.postgres
 @pytest.mark.timeout(90)
 def test_two_processes_on_postgresql_lose_nothing(postgres_url: str, request: pytest.FixtureRequest) -> None:
-    _check(
-        postgres_url,
-        request,
-        shared_xfail="BUG: on PostgreSQL a write transaction runs at READ COMMITTED and get_task takes no row "
-        "lock, so get_task + update_task in one transaction loses concurrent increments",
-    )
+    _check(postgres_url, request)

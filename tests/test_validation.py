@@ -373,20 +373,12 @@ def test_action_that_is_not_an_object_is_rejected() -> None:
     assert info.value.attr.startswith("actions.0")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _validation.validate_action names a non-object action 'actions.0.' (trailing dot), not 'actions.0'",
-)
 def test_action_that_is_not_an_object_names_its_index() -> None:
     with pytest.raises(ValidationError) as info:
         validate_actions([GOOD_ACTION, 7])
     assert info.value.attr == "actions.1"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _validation.check_json promises string keys but json.dumps silently turns 1 into '1'",
-)
 def test_data_with_non_string_keys_is_rejected() -> None:
     # {1: "a"} would come back from the service as {"1": "a"}; {1: "a", "1": "b"} loses a key
     err = _invalid({"data": {"outer": {1: "a", "1": "b"}}})

@@ -65,24 +65,30 @@ class AccountOps:
     def ensure_organization(self, slug: str, name: str | None = None) -> int:
         _check_slug("organization", slug)
         row = self.cur.one("SELECT id FROM organizations WHERE slug = ?", (slug,))
-        if row is not None:
-            return int(row["id"])
-        return self.cur.insert(
-            "INSERT INTO organizations (slug, name, created) VALUES (?, ?, ?)",
-            (slug, name or slug, time.time()),
-        )
+        if row is None:
+            # two processes may both be first: the loser's insert does nothing and it reads the winner's row
+            self.cur.execute(
+                "INSERT INTO organizations (slug, name, created) VALUES (?, ?, ?) ON CONFLICT (slug) DO NOTHING",
+                (slug, name or slug, time.time()),
+            )
+            row = self.cur.one("SELECT id FROM organizations WHERE slug = ?", (slug,))
+        assert row is not None
+        return int(row["id"])
 
     def ensure_project(self, organization: str, project: str, name: str | None = None) -> Scope:
         org_id = self.ensure_organization(organization)
         _check_slug("project", project)
-        row = self.cur.one("SELECT id FROM projects WHERE organization_id = ? AND slug = ?", (org_id, project))
-        if row is not None:
-            return Scope(org_id, organization, int(row["id"]), project)
-        pk = self.cur.insert(
-            "INSERT INTO projects (organization_id, slug, name, created) VALUES (?, ?, ?, ?)",
-            (org_id, project, name or project, time.time()),
-        )
-        return Scope(org_id, organization, pk, project)
+        query = "SELECT id FROM projects WHERE organization_id = ? AND slug = ?"
+        row = self.cur.one(query, (org_id, project))
+        if row is None:
+            self.cur.execute(
+                "INSERT INTO projects (organization_id, slug, name, created) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (organization_id, slug) DO NOTHING",
+                (org_id, project, name or project, time.time()),
+            )
+            row = self.cur.one(query, (org_id, project))
+        assert row is not None
+        return Scope(org_id, organization, int(row["id"]), project)
 
     def get_scope(self, organization: str, project: str) -> Scope | None:
         row = self.cur.one(
@@ -141,7 +147,10 @@ class AccountOps:
             # spend the same time as a wrong password, so usernames can't be probed by timing
             check_password(password, hash_password("x" * 8))
             return None
-        return row if check_password(password, row["password_hash"]) else None
+        if not check_password(password, row["password_hash"]):
+            return None
+        row.pop("password_hash")
+        return row
 
     # -- tokens ------------------------------------------------------------------------------------
     def create_token(self, organization: str, *, user_id: int | None = None, name: str = "") -> str:

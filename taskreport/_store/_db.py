@@ -7,6 +7,7 @@ or file handle.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -16,8 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import ConfigurationError
+from ._forkgate import GATE
 
 Row = dict[str, Any]
+#: connections a forked child inherited; see Database.connection
+_INHERITED: list[Any] = []
 
 
 class Dialect:
@@ -113,7 +117,10 @@ class Database:
 
     def connection(self) -> Any:
         if self._pid != os.getpid():
-            # after fork: the parent's connections belong to the parent; drop them without closing
+            # after fork: the parent's connections belong to the parent. Closing one here (even by garbage
+            # collection) would run SQLite's close in the child against the parent's locks and WAL, so they
+            # are kept referenced and never used or closed.
+            _INHERITED.extend(self._all)
             self._local = threading.local()
             self._all = []
             self._all_lock = threading.Lock()
@@ -128,20 +135,27 @@ class Database:
 
     @contextmanager
     def transaction(self, write: bool = True) -> Iterator[Cursor]:
+        with GATE.passage():
+            with self._transaction(write) as cur:
+                yield cur
+
+    @contextmanager
+    def _transaction(self, write: bool) -> Iterator[Cursor]:
         conn = self.connection()
         depth = getattr(self._local, "depth", 0)
         if depth:
             # nested use (a store call inside a batch) joins the outer transaction
             self._local.depth = depth + 1
             try:
-                yield Cursor(conn, self.dialect)
+                yield Cursor(conn, self.dialect, getattr(self._local, "write", write))
             finally:
                 self._local.depth = depth
             return
         self.dialect.begin(conn, write)
         self._local.depth = 1
+        self._local.write = write
         try:
-            yield Cursor(conn, self.dialect)
+            yield Cursor(conn, self.dialect, write)
         except BaseException:
             self._local.depth = 0
             try:
@@ -164,24 +178,25 @@ class Database:
             pass
 
     def close(self) -> None:
-        with self._all_lock:
-            conns, self._all = self._all, []
-        for conn in conns:
-            try:
-                conn.close()
-            except Exception:  # pragma: no cover
-                pass
+        with GATE.passage():
+            with self._all_lock:
+                conns, self._all = self._all, []
+            for conn in conns:
+                with contextlib.suppress(Exception):
+                    conn.close()
         self._local = threading.local()
 
 
 class Cursor:
     """Executes dialect-neutral SQL on one connection inside a transaction."""
 
-    __slots__ = ("conn", "dialect")
+    __slots__ = ("conn", "dialect", "write")
 
-    def __init__(self, conn: Any, dialect: Dialect) -> None:
+    def __init__(self, conn: Any, dialect: Dialect, write: bool = True) -> None:
         self.conn = conn
         self.dialect = dialect
+        #: reads in a write transaction lock what they read (PostgreSQL), so read-modify-write is safe
+        self.write = write
 
     def execute(self, query: str, params: Sequence[Any] = ()) -> Any:
         return self.conn.execute(self.dialect.sql(query), tuple(params))

@@ -65,18 +65,19 @@ def _render(statement: str, cur: Cursor) -> str:
 
 
 def migrate(db: Database) -> int:
-    """Bring the schema up to LATEST; returns the version it was at before."""
+    """Bring the schema up to the last migration; returns the version it was at before."""
     with db.transaction(write=True) as cur:
         cur.dialect.lock_schema(cur.conn)
         cur.execute("CREATE TABLE IF NOT EXISTS taskreport_schema (version INTEGER NOT NULL)")
         version = cur.scalar("SELECT MAX(version) FROM taskreport_schema") or 0
-        if version > LATEST:
+        latest = len(MIGRATIONS)
+        if version > latest:
             from .._errors import ConfigurationError
 
             raise ConfigurationError(
-                f"the store's schema is version {version}, newer than this taskreport ({LATEST}): upgrade taskreport"
+                f"the store's schema is version {version}, newer than this taskreport ({latest}): upgrade taskreport"
             )
-        for number in range(version + 1, LATEST + 1):
+        for number in range(version + 1, latest + 1):
             for statement in MIGRATIONS[number - 1]:
                 cur.execute(_render(statement, cur))
             cur.execute("INSERT INTO taskreport_schema (version) VALUES (?)", (number,))

@@ -15,6 +15,7 @@ from typing import Any
 from .._errors import NotFound, ValidationError
 from .._models import value_percent
 from .._status import RUNNING, TERMINAL
+from .._status import VALUES as STATUS_VALUES
 from ._db import Cursor, Row
 from ._triggers import queue_firings
 
@@ -117,7 +118,8 @@ class TaskOps:
         return row
 
     def get_task(self, scope: Scope, task_id: str) -> Row:
-        return self._task_out(self._task_row(scope, str(task_id)), scope)
+        # in a write transaction the row stays locked until commit, so an update based on it can't be lost
+        return self._task_out(self._task_row(scope, str(task_id), for_update=self.cur.write), scope)
 
     def list_tasks(
         self,
@@ -141,6 +143,9 @@ class TaskOps:
         if status is not None:
             statuses = [status] if isinstance(status, str) else list(status)
             statuses = [s.strip() for item in statuses for s in str(getattr(item, "value", item)).split(",")]
+            for value in statuses:
+                if value not in STATUS_VALUES:
+                    raise ValidationError(f"{value!r} is not a valid status.", attr="status", code="invalid_choice")
             where.append(f"status IN ({', '.join('?' * len(statuses))})")
             params.extend(statuses)
         for column, value in (("name", name), ("parent", parent), ("external_id", external_id)):
