@@ -251,3 +251,24 @@ def test_sweeper_marks_stale_and_overrunning_tasks(server_factory: Any) -> None:
     slow_now = httpx.get(f"{live.tasks_url}{slow['id']}/", headers=live.headers()).json()
     assert "max_runtime" in slow_now["data"]["error"]
     assert status(fresh) == "processing" and status(done) == "success"
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_two_servers_on_one_database_deliver_each_firing_once(
+    backend: str, server_factory: Any, receiver_factory: Any
+) -> None:
+    first = server_factory(backend)
+    second = server_factory(backend)  # same database: the store fixtures are per test
+    assert first.store_url == second.store_url
+    receiver = receiver_factory([200])
+    hook = {"trigger": "processing", "integration": "webhook:ci", "config": {"url": receiver.url}}
+    ids = []
+    for i in range(20):
+        live = (first, second)[i % 2]
+        task = httpx.post(live.tasks_url, json={"name": f"t{i}", "actions": [hook]}, headers=live.headers()).json()
+        httpx.patch(task["url"], json={"status": "processing"}, headers=live.headers())
+        ids.append(task["id"])
+    assert wait_for(lambda: len(receiver.requests) >= 20)
+    time.sleep(0.3)
+    delivered = [body["id"] for _, body in receiver.requests]
+    assert sorted(delivered) == sorted(ids)
