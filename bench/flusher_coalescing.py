@@ -10,10 +10,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-import requests  # noqa: E402
-from _server import serve  # noqa: E402
+import requests
+from _server import serve
 
-import taskreport  # noqa: E402
+import taskreport
 
 UPDATES = 1_000_000
 INTERVAL = 0.5

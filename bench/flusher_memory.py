@@ -40,7 +40,8 @@ def main() -> None:
             task.update(value=i)
         gc.collect()
         one = rss() - before
-        print(f"1,000,000 updates to one task: RSS +{mib(one)}  (target < 2 MiB) -> {'OK' if one < 2 * 2**20 else 'OVER'}")
+        verdict = "OK" if one < 2 * 2**20 else "OVER"
+        print(f"1,000,000 updates to one task: RSS +{mib(one)}  (target < 2 MiB) -> {verdict}")
         assert taskreport.flush(30)
 
         gc.collect()

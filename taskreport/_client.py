@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import threading
@@ -68,7 +69,7 @@ class Client:
         if parent is not None:
             fields["parent"] = parent
         if heartbeat is not None and fields.get("stale_timeout") is None:
-            fields["stale_timeout"] = max(1, int(round(heartbeat * 2)))
+            fields["stale_timeout"] = max(1, round(heartbeat * 2))
         scoped = _context.scope_fields.get()
         tags = {**self.config.tags, **(scoped[1] if scoped else {}), **(fields.get("tags") or {})}
         if tags:
@@ -151,10 +152,8 @@ class Client:
         if not delivered and self.config.spool:
             self._spool_undelivered()
         self.flusher.close()
-        try:
+        with contextlib.suppress(Exception):  # closing must not fail an exit
             self.transport.close()
-        except Exception:  # pragma: no cover - closing must not fail an exit
-            pass
         return delivered
 
     def _spool_undelivered(self) -> None:

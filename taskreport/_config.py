@@ -66,7 +66,8 @@ def read_config_file(path: Path | None = None) -> dict[str, Any]:
     path = path or config_path()
     try:
         with open(path, "rb") as fh:
-            return tomllib.load(fh)
+            values: dict[str, Any] = tomllib.load(fh)
+            return values
     except FileNotFoundError:
         return {}
     except (OSError, tomllib.TOMLDecodeError) as exc:

@@ -32,7 +32,8 @@ __all__ = [
 class TaskReportError(Exception):
     """Base class of every taskreport error."""
 
-    status_code: ClassVar[int | None] = None
+    #: the HTTP status this error stands for (set per class, or per instance from a response)
+    status_code: int | None = None
     default_code: ClassVar[str] = "error"
 
     def __init__(

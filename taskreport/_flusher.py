@@ -8,6 +8,7 @@ at exit goes to the on-disk spool.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -157,13 +158,13 @@ class Flusher:
     # -- the thread ----------------------------------------------------------------------------------
     def _run(self) -> None:
         self._claim_spool()
-        while not self.closed:
+        while not self._stopping():
             wait = self.interval * random.uniform(0.9, 1.1)
             if self.heartbeats:
                 wait = min(wait, min(self.heartbeats.values()) / 2)
             self.event.wait(wait)
             self.event.clear()
-            if self.closed:
+            if self._stopping():  # close() woke us
                 break
             try:
                 self.cycle()
@@ -171,6 +172,9 @@ class Flusher:
                 logger.exception("taskreport: flusher cycle failed")
                 if self.strict:
                     raise
+
+    def _stopping(self) -> bool:
+        return self.closed
 
     def cycle(self, *, honour_backoff: bool = True) -> bool:
         """Send everything that is due. True when nothing is left pending."""
@@ -292,7 +296,7 @@ class Flusher:
             results = [TransportError(f"{type(exc).__name__}: {exc}")] * len(ops)
         self.requests += len([r for r in results if not isinstance(r, TaskReportError) or r.status_code])
         any_ok = False
-        for (task, op), result in zip(ready, results):
+        for (task, op), result in zip(ready, results, strict=True):
             if isinstance(result, TaskReportError):
                 self._failed_op(task, op, result)
             else:
@@ -465,10 +469,8 @@ class Flusher:
             done = [c for c in self.spool_claims if all(t not in self.pending and not t._dirty for t in c[1])]
             self.spool_claims = [c for c in self.spool_claims if c not in done]
         for path, _ in done:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-            except OSError:  # pragma: no cover - someone removed it already
-                pass
 
     def deliver_spool_now(self, timeout: float) -> tuple[int, bool]:
         """Claim spooled tasks and deliver them from this thread. Returns (tasks claimed, all delivered)."""

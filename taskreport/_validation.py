@@ -195,9 +195,10 @@ def validate_task(fields: Mapping[str, Any], *, partial: bool, unknown: str = "r
     return out
 
 
-def validate_action(fields: Mapping[str, Any], *, partial: bool, prefix: str = "") -> dict[str, Any]:
+def validate_action(fields: Any, *, partial: bool, prefix: str = "") -> dict[str, Any]:
     if not isinstance(fields, Mapping):
-        raise ValidationError("must be an object with trigger, integration and config.", attr=prefix.rstrip(".") or None)
+        attr = prefix.rstrip(".") or None
+        raise ValidationError("must be an object with trigger, integration and config.", attr=attr)
     out: dict[str, Any] = {}
     for field, value in fields.items():
         attr = f"{prefix}{field}"

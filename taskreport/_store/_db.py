@@ -135,9 +135,8 @@ class Database:
 
     @contextmanager
     def transaction(self, write: bool = True) -> Iterator[Cursor]:
-        with GATE.passage():
-            with self._transaction(write) as cur:
-                yield cur
+        with GATE.passage(), self._transaction(write) as cur:
+            yield cur
 
     @contextmanager
     def _transaction(self, write: bool) -> Iterator[Cursor]:
@@ -172,10 +171,8 @@ class Database:
 
     def _drop(self, conn: Any) -> None:
         self._local.conn = None
-        try:
+        with contextlib.suppress(Exception):
             conn.close()
-        except Exception:  # pragma: no cover
-            pass
 
     def close(self) -> None:
         with GATE.passage():

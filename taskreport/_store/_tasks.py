@@ -143,20 +143,20 @@ class TaskOps:
         if status is not None:
             statuses = [status] if isinstance(status, str) else list(status)
             statuses = [s.strip() for item in statuses for s in str(getattr(item, "value", item)).split(",")]
-            for value in statuses:
-                if value not in STATUS_VALUES:
-                    raise ValidationError(f"{value!r} is not a valid status.", attr="status", code="invalid_choice")
+            for wanted in statuses:
+                if wanted not in STATUS_VALUES:
+                    raise ValidationError(f"{wanted!r} is not a valid status.", attr="status", code="invalid_choice")
             where.append(f"status IN ({', '.join('?' * len(statuses))})")
             params.extend(statuses)
-        for column, value in (("name", name), ("parent", parent), ("external_id", external_id)):
-            if value is not None:
+        for column, equal in (("name", name), ("parent", parent), ("external_id", external_id)):
+            if equal is not None:
                 where.append(f"{column} = ?")
-                params.append(value)
+                params.append(equal)
         if tag is not None:
             tags = dict(tag) if isinstance(tag, Mapping) else dict([_split_tag(tag)])
-            for key, value in tags.items():
+            for tag_key, tag_value in tags.items():
                 where.append("id IN (SELECT task_id FROM task_tags WHERE tag_key = ? AND tag_value = ?)")
-                params.extend([key, value])
+                params.extend([tag_key, tag_value])
         direction, key = _decode_cursor(cursor) if cursor else ("n", None)
         if key is not None:
             where.append("id < ?" if direction == "n" else "id > ?")
@@ -466,7 +466,7 @@ def _apply_status_rules(row: Row, old: Row | None, fields: Mapping[str, Any], no
         and (old is None or old["end_time"] is None or old["status"] not in TERMINAL)
     ):
         row["end_time"] = now
-    if status != "pending" and row["time_to_start"] is None and "time_to_start" not in fields:
-        if row["start_time"] is not None or status in TERMINAL:
-            began = row["start_time"] if row["start_time"] is not None else now
-            row["time_to_start"] = max(0.0, began - created)
+    leaving_pending = status != "pending" and row["time_to_start"] is None and "time_to_start" not in fields
+    if leaving_pending and (row["start_time"] is not None or status in TERMINAL):
+        began = row["start_time"] if row["start_time"] is not None else now
+        row["time_to_start"] = max(0.0, began - created)

@@ -23,7 +23,7 @@ __all__ = ["main"]
 @click.option("--org", "organization", envvar="TASKREPORT_ORG", help="Organization slug.")
 @click.option("--project", envvar="TASKREPORT_PROJECT", help="Project slug.")
 @click.pass_context
-def main(ctx: click.Context, **settings: Any) -> None:
+def main(ctx: click.Context, /, **settings: Any) -> None:
     """Report and inspect tasks."""
     ctx.obj = {k: v for k, v in settings.items() if v is not None}
 

@@ -45,7 +45,7 @@ def _table(records: list[TaskRecord]) -> str:
     rows = [("ID", "NAME", "STATUS", "PROGRESS", "UPDATED")]
     rows += [(r.id, r.name, r.status.value, _progress(r), _age(r.updated)) for r in records]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
 
 
 @click.command("list")
@@ -72,7 +72,7 @@ def list_cmd(
         filters["name"] = name
     if tags:
         pairs = [t.partition(":") for t in tags]
-        bad = [t for t, (_, sep, _) in zip(tags, pairs) if not sep]
+        bad = [t for t, (_, sep, _) in zip(tags, pairs, strict=True) if not sep]
         if bad:
             raise click.BadParameter(f"{bad[0]!r} is not KEY:VALUE", param_hint="--tag")
         filters["tag"] = {k: v for k, _, v in pairs}
