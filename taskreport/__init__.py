@@ -25,8 +25,11 @@ from ._errors import (
     ValidationError,
 )
 from ._models import ActionRecord, TaskRecord
+from ._progress import progress
+from ._scope import scope
 from ._status import Status
 from ._task import Task
+from ._tracking import task, track
 from ._version import __version__
 
 __all__ = [
@@ -57,6 +60,10 @@ __all__ = [
     "get_task",
     "init",
     "list_tasks",
+    "progress",
+    "scope",
     "shutdown",
     "stats",
+    "task",
+    "track",
 ]

@@ -10,8 +10,8 @@ from __future__ import annotations
 import threading
 import time
 import traceback
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._models import TaskRecord
 from ._status import RUNNING, TERMINAL, Status
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from ._client import Client
     from ._flusher import Flusher
 
+_T = TypeVar("_T")
 #: fields whose update needs more than a plain merge
 _SPECIAL = frozenset({"status", "data", "tags", "actions", "parent"})
 _UNSET: Any = object()
@@ -197,6 +198,13 @@ class Task:
     def set_total(self, total: int) -> None:
         """Set ``value_max``, the value at which the task is 100% done."""
         self.update(value_max=total)
+
+    def iter(self, iterable: Iterable[_T], total: int | None = None) -> Iterator[_T]:
+        """Iterate ``iterable``, adding each item to the value; ``total`` (default ``len(iterable)``) is added
+        to ``value_max``. Costs a few ns per item: the value is published every so often and at the end."""
+        from ._progress import iterate
+
+        return iterate(self, iterable, total)
 
     def _merge(self, fields: dict[str, Any]) -> None:
         fl = self._fl
