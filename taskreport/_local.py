@@ -2,13 +2,35 @@
 
 from __future__ import annotations
 
+import sqlite3
+import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
-from ._errors import TaskReportError
+from ._errors import TaskReportError, TransportError
 from ._store import Scope, Store, open_store
 from ._transport import Op, PageResult, Row
+
+
+def _driver_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [sqlite3.Error]
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is not None:
+        errors.append(psycopg.Error)
+    return tuple(errors)
+
+
+@contextmanager
+def database_errors(where: str) -> Iterator[None]:
+    """A database that can't be opened or written (locked, disk full, server down) is an unreachable
+    service to the caller: the flusher retries it and the CLI says so in one line."""
+    try:
+        yield
+    except _driver_errors() as exc:
+        shown = where if "://" not in where else where.split("://", 1)[0] + "://…"
+        raise TransportError(f"store {shown}: {type(exc).__name__}: {exc}") from exc
 
 
 class LocalTransport:
@@ -29,7 +51,7 @@ class LocalTransport:
         store, scope = self._store, self._scope
         if store is not None and scope is not None:
             return store, scope
-        with self._lock:
+        with self._lock, database_errors(self.store_url):
             if self._store is None or self._scope is None:
                 store = open_store(self.store_url)
                 with store.transaction() as tx:
@@ -41,7 +63,7 @@ class LocalTransport:
         store, scope = self._open()
         results: list[Row | TaskReportError] = []
         # one transaction for the whole cycle; a bad op is rolled back alone with a savepoint
-        with store.transaction() as tx:
+        with database_errors(self.store_url), store.transaction() as tx:
             for i, op in enumerate(ops):
                 tx.cur.execute(f"SAVEPOINT op{i}")
                 try:
@@ -59,48 +81,48 @@ class LocalTransport:
 
     def create_task(self, fields: Mapping[str, Any]) -> Row:
         store, scope = self._open()
-        with store.transaction() as tx:
+        with database_errors(self.store_url), store.transaction() as tx:
             return tx.create_task(scope, fields)
 
     def get_task(self, task_id: str) -> Row:
         store, scope = self._open()
-        with store.transaction(write=False) as tx:
+        with database_errors(self.store_url), store.transaction(write=False) as tx:
             return tx.get_task(scope, task_id)
 
     def update_task(self, task_id: str, fields: Mapping[str, Any]) -> Row:
         store, scope = self._open()
-        with store.transaction() as tx:
+        with database_errors(self.store_url), store.transaction() as tx:
             return tx.update_task(scope, task_id, fields)
 
     def cancel_task(self, task_id: str) -> None:
         store, scope = self._open()
-        with store.transaction() as tx:
+        with database_errors(self.store_url), store.transaction() as tx:
             tx.cancel_task(scope, task_id)
 
     def list_tasks(self, filters: Mapping[str, Any], cursor: str | None, page_size: int | None) -> PageResult:
         store, scope = self._open()
-        with store.transaction(write=False) as tx:
+        with database_errors(self.store_url), store.transaction(write=False) as tx:
             page = tx.list_tasks(scope, cursor=cursor, page_size=page_size, **filters)
         return PageResult(page.results, page.next_cursor, page.previous_cursor)
 
     def list_actions(self, task_id: str) -> list[Row]:
         store, scope = self._open()
-        with store.transaction(write=False) as tx:
+        with database_errors(self.store_url), store.transaction(write=False) as tx:
             return tx.list_actions(scope, task_id)
 
     def create_action(self, task_id: str, fields: Mapping[str, Any]) -> Row:
         store, scope = self._open()
-        with store.transaction() as tx:
+        with database_errors(self.store_url), store.transaction() as tx:
             return tx.create_action(scope, task_id, fields)
 
     def update_action(self, task_id: str, action_id: int, fields: Mapping[str, Any]) -> Row:
         store, scope = self._open()
-        with store.transaction() as tx:
+        with database_errors(self.store_url), store.transaction() as tx:
             return tx.update_action(scope, task_id, action_id, fields)
 
     def cancel_action(self, task_id: str, action_id: int) -> None:
         store, scope = self._open()
-        with store.transaction() as tx:
+        with database_errors(self.store_url), store.transaction() as tx:
             tx.cancel_action(scope, task_id, action_id)
 
     def set_timeout(self, seconds: float) -> None:
