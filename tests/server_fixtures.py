@@ -9,7 +9,6 @@ with custom settings.
 from __future__ import annotations
 
 import dataclasses
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -65,14 +64,10 @@ def start_server(store_url: str, **settings: Any) -> tuple[LiveServer, Callable[
     function. ``settings`` are :class:`taskreport.server.ServerSettings` fields."""
     import uvicorn
 
+    from taskreport.cli._serve import bind_socket
     from taskreport.server import ServerSettings, create_app
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    # without it, a response's headers and body go out in two segments and the second waits ~40 ms for the
-    # client's delayed ACK
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock = bind_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
     options: dict[str, Any] = {
         "base_url": f"http://127.0.0.1:{port}",
