@@ -12,6 +12,13 @@ from typing import Any
 from ._db import Cursor, Row
 
 
+def has_due_firings(cur: Cursor, now: float) -> bool:
+    """Cheap enough for a read transaction, so that an idle poll never takes SQLite's write lock."""
+    return bool(
+        cur.scalar("SELECT 1 FROM action_firings WHERE state = 'pending' AND next_attempt <= ? LIMIT 1", (now,))
+    )
+
+
 def claim_firings(cur: Cursor, now: float, *, lease: float, limit: int = 20) -> list[Row]:
     """Pending firings that are due, with their action's integration and config, leased for ``lease`` s."""
     rows = cur.all(

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .._store import Row, Store
-from .._store._outbox import claim_firings, record_attempt
+from .._store._outbox import claim_firings, has_due_firings, record_attempt
 from .._version import __version__
 from ._responses import dumps, render_task
 from ._settings import ServerSettings
@@ -101,6 +101,9 @@ class Deliverer:
 
     def run_once(self) -> int:
         """Claim the firings due now and deliver them; returns how many were claimed."""
+        with self.store.transaction(write=False) as tx:
+            if not has_due_firings(tx.cur, time.time()):
+                return 0
         with self.store.transaction(write=True) as tx:
             firings = claim_firings(tx.cur, time.time(), lease=self.lease)
         for _ in self._pool.map(self._deliver, firings):
