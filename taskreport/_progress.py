@@ -208,9 +208,11 @@ class progress(Generic[T]):  # lower case: used like a function, as tqdm is
         if self._entered:
             t.update(**fields)  # the with block decides the status
             return
-        if self._token is not None:
-            reset(self._token)
-            self._token = None
+        token, self._token = self._token, None
+        if token is not None and _current.get() is t:
+            # only while still current: a loop abandoned half-way and finalised after its caller moved on must
+            # not put back a task that is over by now
+            reset(token)
         if completed:
             finish(t, None, **fields)
         else:

@@ -234,3 +234,16 @@ def test_progress_when_disabled_iterates_plainly(monkeypatch: pytest.MonkeyPatch
     with loop as again:
         again.increment()
     assert taskreport.stats()["requests"] == 0
+
+
+def test_an_abandoned_loop_finalised_late_does_not_restore_a_finished_task() -> None:
+    with taskreport.task("outer-block") as outer:
+        inner = iter(taskreport.progress(range(10), name="abandoned"))
+        next(inner)
+        current = taskreport.current_task()
+        assert current is not None and current.name == "abandoned"
+    assert taskreport.current_task() is None
+    del inner  # finalised only now, after the block ended
+    assert taskreport.current_task() is None
+    assert outer.status is Status.SUCCESS
+    assert only("abandoned").status is Status.CANCELLED
