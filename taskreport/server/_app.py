@@ -223,7 +223,7 @@ class TaskServer:
 
     # -- dispatch ----------------------------------------------------------------------------------
     async def dispatch(self, request: Request) -> Response:
-        route, methods, params = _route(request.url.path)
+        route, methods, params = _route(request.scope["path"])
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > self.settings.max_body_bytes:
             raise self._too_large()
