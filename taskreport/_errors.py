@@ -34,6 +34,8 @@ class TaskReportError(Exception):
 
     #: the HTTP status this error stands for (set per class, or per instance from a response)
     status_code: int | None = None
+    #: seconds the service asked us to wait (``Retry-After`` on a 429 or 503), or None
+    retry_after: float | None = None
     default_code: ClassVar[str] = "error"
 
     def __init__(
@@ -180,7 +182,11 @@ def error_from_response(status: int, body: Any, headers: Mapping[str, str] | Non
     attr = first.get("attr")
     cls = _BY_STATUS.get(status, ServerError if status >= 500 else TaskReportError)
     kwargs: dict[str, Any] = {"code": code, "attr": attr, "status_code": status, "errors": errors or None}
+    retry = None
+    if headers:
+        retry = parse_retry_after(headers.get("Retry-After") or headers.get("retry-after"))
     if cls is RateLimited:
-        retry = parse_retry_after((headers or {}).get("Retry-After"))
         return RateLimited(detail, retry_after=retry, **kwargs)
-    return cls(detail, **kwargs)
+    exc = cls(detail, **kwargs)
+    exc.retry_after = retry
+    return exc

@@ -321,7 +321,7 @@ class Flusher:
             self.retries += 1
             self._requeue(task, op.fields)
             now = time.monotonic()
-            if isinstance(exc, RateLimited):
+            if isinstance(exc, RateLimited) or exc.retry_after is not None:
                 self.paused_until = max(self.paused_until, now + (exc.retry_after or self.interval))
             else:
                 self.failures += 1

@@ -163,7 +163,7 @@ class HttpTransport:
             raise TransportError(f"{method} {url}: the response is not JSON") from exc
 
     def _delay(self, attempt: int, exc: TaskReportError) -> float:
-        if isinstance(exc, RateLimited) and exc.retry_after is not None:
+        if exc.retry_after is not None:
             return exc.retry_after
         cap = min(self.max_backoff, self.backoff * 2**attempt)
         return random.uniform(cap / 2, cap)

@@ -43,6 +43,8 @@ class FaultProxy:
         self.faults: list[Fault] = []
         self.delay = 0.0
         self.refusing = False
+        #: TCP connections accepted, to check keep-alive
+        self.connections = 0
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self.port = port
@@ -107,6 +109,9 @@ class FaultProxy:
                 if proxy.delay:
                     time.sleep(proxy.delay)
                 if fault is not None:
+                    # recorded before answering: the client may look as soon as it has the answer
+                    with proxy._lock:
+                        proxy.seen.append(Seen(self.command, self.path, body, time.monotonic(), fault.status, True))
                     payload = json.dumps(fault.body).encode()
                     self.send_response(fault.status)
                     for k, v in fault.headers.items():
@@ -115,8 +120,6 @@ class FaultProxy:
                     self.send_header("Content-Length", str(len(payload)))
                     self.end_headers()
                     self.wfile.write(payload)
-                    with proxy._lock:
-                        proxy.seen.append(Seen(self.command, self.path, body, time.monotonic(), fault.status, True))
                     return
                 conn = http.client.HTTPConnection(proxy.upstream_host, proxy.upstream_port, timeout=30)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
@@ -124,6 +127,8 @@ class FaultProxy:
                 resp = conn.getresponse()
                 data = resp.read()
                 conn.close()
+                with proxy._lock:
+                    proxy.seen.append(Seen(self.command, self.path, body, time.monotonic(), resp.status))
                 self.send_response(resp.status)
                 for k, v in resp.getheaders():
                     if k.lower() not in ("transfer-encoding", "connection", "content-length", "date", "server"):
@@ -131,13 +136,18 @@ class FaultProxy:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
-                with proxy._lock:
-                    proxy.seen.append(Seen(self.command, self.path, body, time.monotonic(), resp.status))
 
             do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _handle
 
-        ThreadingHTTPServer.allow_reuse_address = True
-        server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        class Server(ThreadingHTTPServer):
+            allow_reuse_address = True
+
+            def verify_request(self, request: Any, client_address: Any) -> bool:
+                with proxy._lock:
+                    proxy.connections += 1
+                return True
+
+        server = Server(("127.0.0.1", self.port), Handler)
         server.daemon_threads = True
         self.port = server.server_address[1]
         self._server = server
