@@ -156,7 +156,8 @@ def run_wrk(url: str, script: str, env: dict[str, str], connections: int, durati
         fh.write(script)
     try:
         out = subprocess.run(
-            ["wrk", "-t", "1", "-c", str(connections), "-d", f"{max(1, round(duration))}s", "-s", fh.name, "--timeout", "10s", url],
+            ["wrk", "-t", "1", "-c", str(connections), "-d", f"{max(1, round(duration))}s", "-s", fh.name,
+             "--timeout", "10s", url],
             capture_output=True,
             text=True,
             env={**os.environ, **env},

@@ -6,6 +6,7 @@ import atexit
 import contextlib
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -13,7 +14,7 @@ from typing import Any
 
 from . import _context
 from ._config import Config, resolve
-from ._errors import ConfigurationError
+from ._errors import ConfigurationError, ValidationError
 from ._flusher import Flusher
 from ._models import ActionRecord, TaskRecord
 from ._status import RUNNING, TERMINAL
@@ -24,6 +25,7 @@ from ._validation import validate_action, validate_task
 logger = logging.getLogger("taskreport")
 
 _UNSET: Any = object()
+LIST_FILTERS = ("status", "name", "tag", "parent", "external_id", "page_size")
 
 
 def make_transport(config: Config) -> Transport:
@@ -63,9 +65,9 @@ class Client:
         fields["name"] = name
         if parent is _UNSET:
             parent = _context.current.get()
-            if parent is not None and parent._get("parent") is not None:
-                # tasks nest one level deep: a grandchild becomes its parent's sibling
-                parent = parent._get("parent")
+        if isinstance(parent, Task) and parent._get("parent") is not None:
+            # tasks nest one level deep: a grandchild becomes its parent's sibling
+            parent = parent._get("parent")
         if parent is not None:
             fields["parent"] = parent
         if heartbeat is not None and fields.get("stale_timeout") is None:
@@ -93,6 +95,7 @@ class Client:
             now = time.time()
             if status in RUNNING and "start_time" not in state:
                 state["start_time"] = now
+                state.setdefault("time_to_start", 0.0)
             if status in TERMINAL and "end_time" not in state:
                 state["end_time"] = now
         actions = state.pop("actions", None)
@@ -122,6 +125,9 @@ class Client:
 
     def list_tasks(self, **filters: Any) -> TaskList:
         self._check_enabled()
+        for name in filters:
+            if name not in LIST_FILTERS:
+                raise ValidationError(f"unknown filter; expected one of {', '.join(LIST_FILTERS)}.", attr=name)
         return TaskList(self.transport, filters)
 
     def create_action(self, task_id: str, trigger: str, integration: str, config: Any = None) -> ActionRecord:
@@ -167,6 +173,11 @@ class Client:
         except OSError as exc:
             logger.error("taskreport: %d task(s) could not be delivered nor spooled: %s", len(items), exc)
             return
+        # what this process claimed from the spool and could not deliver is in the new file now
+        for claimed, _ in self.flusher.spool_claims:
+            with contextlib.suppress(FileNotFoundError):
+                claimed.unlink()
+        self.flusher.spool_claims = []
         self.flusher.spooled += len(items)
         logger.warning("taskreport: %d task(s) not delivered before exit; spooled to %s", len(items), path)
 
@@ -238,6 +249,11 @@ def init(
     return client
 
 
+def current_client() -> Client | None:
+    """The process-wide client if one exists, without creating one."""
+    return _client
+
+
 def get_client() -> Client:
     global _client
     client = _client
@@ -294,6 +310,7 @@ def _at_exit() -> None:
 def _before_fork() -> None:
     client = _client
     if client is not None:
+        _watch_multiprocessing(client)
         client.flusher.before_fork()
 
 
@@ -309,6 +326,23 @@ def _after_fork_child() -> None:
     client = _client
     if client is not None:
         client.flusher.after_fork_child()
+
+
+def _watch_multiprocessing(client: Client) -> None:
+    """multiprocessing's children leave through os._exit, past atexit: flush through its own exit hook."""
+    util = sys.modules.get("multiprocessing.util")
+    if util is not None and not getattr(client, "_mp_hooked", False):
+        client._mp_hooked = True  # type: ignore[attr-defined]
+        # runs in each new multiprocessing child, which then flushes when the child's run() returns
+        util.register_after_fork(client, _hook_multiprocessing_exit)
+
+
+def _hook_multiprocessing_exit(client: Client) -> None:
+    if client is not _client:
+        return
+    util = sys.modules["multiprocessing.util"]
+    # tied to no object: a finalizer tied to one would also fire when that object is collected, mid-job
+    util.Finalize(None, _at_exit, exitpriority=100)
 
 
 atexit.register(_at_exit)

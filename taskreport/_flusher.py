@@ -17,6 +17,7 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from . import _spool
 from ._errors import (
     NotFound,
     RateLimited,
@@ -42,6 +43,8 @@ BATCH_WAKE = 256
 #: retry backoff after connection errors and 5xx, in seconds
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 30.0
+#: while someone waits in flush() (or at exit), retry this often at most despite a longer backoff
+URGENT_RETRY = 0.25
 
 
 def _retryable(exc: TaskReportError) -> bool:
@@ -87,13 +90,17 @@ class Flusher:
         self.pid = os.getpid()
         self.paused_until = 0.0
         self.backoff_until = 0.0
+        self.last_failure = 0.0
         self.failures = 0
         self.urgent = False
         self.spool_claims: list[tuple[Any, list[Task]]] = []
 
     # -- called from Task methods, under self.lock ----------------------------------------------------
     def add(self, task: Task, terminal: bool) -> None:
-        if self.disabled or self.closed:
+        if self.closed:
+            self._hand_over(task, terminal)
+            return
+        if self.disabled:
             return
         if len(self.pending) >= self.max_pending and not terminal:
             # memory stays bounded by the number of tasks; the next change to this task, or its end, gets in
@@ -105,6 +112,20 @@ class Flusher:
             self._ensure_thread()
             if len(self.pending) >= BATCH_WAKE:
                 self.event.set()
+
+    def _hand_over(self, task: Task, terminal: bool) -> None:
+        """A handle made by a client that init() or shutdown() has since replaced follows the current one."""
+        from ._client import current_client
+
+        successor = current_client()
+        if successor is None or successor.flusher is self or successor.disabled:
+            self.dropped += 1
+            return
+        fl = successor.flusher
+        task._client, task._fl = successor, fl
+        with fl.lock:
+            task._gen = fl.gen
+            fl.add(task, terminal)
 
     def wake(self) -> None:
         self.event.set()
@@ -190,8 +211,11 @@ class Flusher:
         urgent, self.urgent = self.urgent, False
         if now < self.paused_until:
             return False
-        if honour_backoff and not urgent and now < self.backoff_until:
-            return False
+        if now < self.backoff_until:
+            if honour_backoff and not urgent:
+                return False
+            if now < self.last_failure + URGENT_RETRY:
+                return False
         self._queue_heartbeats(now)
         with self.lock:
             if not self.pending:
@@ -228,10 +252,12 @@ class Flusher:
             for task, fields in remaining:
                 parent = fields.get("parent")
                 if parent is not None and not isinstance(parent, str):
-                    if parent._id is None:
+                    if parent._id is None and not parent._orphaned():
                         later.append((task, fields))
                         continue
                     fields = {**fields, "parent": parent._id}
+                    if parent._id is None:
+                        del fields["parent"]
                 op = self._op(task, fields)
                 if op is not None:
                     ready.append((task, op))
@@ -295,16 +321,22 @@ class Flusher:
             logger.exception("taskreport: sending failed")
             results = [TransportError(f"{type(exc).__name__}: {exc}")] * len(ops)
         self.requests += len([r for r in results if not isinstance(r, TaskReportError) or r.status_code])
-        any_ok = False
+        any_ok = backoff = False
         for (task, op), result in zip(ready, results, strict=True):
             if isinstance(result, TaskReportError):
-                self._failed_op(task, op, result)
+                backoff |= self._failed_op(task, op, result)
             else:
                 any_ok = True
                 self._sent(task, result)
         if any_ok:
             self.failures = 0
             self.backoff_until = 0.0
+        elif backoff:
+            # one step per failed round, however many tasks it carried
+            self.failures += 1
+            now = self.last_failure = time.monotonic()
+            cap = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(self.failures - 1, 16))
+            self.backoff_until = now + random.uniform(cap / 2, cap)
 
     def _sent(self, task: Task, row: dict[str, Any]) -> None:
         task._last_sent = time.monotonic()
@@ -316,25 +348,29 @@ class Flusher:
             task._id = str(row["id"])
             task._id_event.set()
 
-    def _failed_op(self, task: Task, op: Op, exc: TaskReportError) -> None:
+    def _failed_op(self, task: Task, op: Op, exc: TaskReportError) -> bool:
+        """Handle one failed op; True when it calls for backing off."""
         if _retryable(exc):
             self.retries += 1
             self._requeue(task, op.fields)
-            now = time.monotonic()
-            if isinstance(exc, RateLimited) or exc.retry_after is not None:
-                self.paused_until = max(self.paused_until, now + (exc.retry_after or self.interval))
-            else:
-                self.failures += 1
-                cap = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(self.failures, 16))
-                self.backoff_until = now + random.uniform(cap / 2, cap)
             self.log.log(
                 logging.WARNING, f"retry:{type(exc).__name__}", "taskreport: delivery failed (%s); will retry", exc
             )
-            return
+            if isinstance(exc, RateLimited) or exc.retry_after is not None:
+                now = time.monotonic()
+                self.paused_until = max(self.paused_until, now + (exc.retry_after or self.interval))
+                return False
+            return True
         if isinstance(exc, Unauthorized):
             self.disabled = True
             with self.lock:
+                abandoned = [task, *self.pending]
                 self.pending = {}
+            self.failed += len(abandoned)
+            for each in abandoned:
+                if each._id is None:
+                    each._failed = True
+                    each._id_event.set()
             self.log.log(
                 logging.ERROR,
                 "unauthorized",
@@ -357,6 +393,7 @@ class Flusher:
                 task._failed = True
         if self.strict and self.delivery_error is None:
             self.delivery_error = exc
+        return False
 
     def _requeue(self, task: Task, fields: dict[str, Any]) -> None:
         with self.lock:
@@ -415,7 +452,7 @@ class Flusher:
                 if not finished:
                     time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
         with self.lock:
-            left = bool(self.pending) or bool(self.inflight)
+            left = bool(self.pending) or bool(self.inflight) or self.disabled
         if self.strict and self.delivery_error is not None:
             exc, self.delivery_error = self.delivery_error, None
             raise exc
@@ -443,14 +480,12 @@ class Flusher:
 
     # -- the spool ------------------------------------------------------------------------------------
     def _claim_spool(self) -> None:
-        from . import _spool
-
         config = self.client.config
         if not config.spool or self.disabled:
             return
         try:
             claims = _spool.claim(config)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             self.log.log(logging.WARNING, "spool", "taskreport: cannot read the spool: %s", exc)
             return
         for path, entries in claims:

@@ -44,6 +44,7 @@ class Task:
     __slots__ = (
         "__weakref__",
         "_client",
+        "_created_at",
         "_dirty",
         "_failed",
         "_fl",
@@ -72,6 +73,8 @@ class Task:
         self._failed = False
         self._heartbeat: float | None = None
         self._last_sent = time.monotonic()
+        #: when this process created the task (None for one attached by id): time_to_start is measured from it
+        self._created_at: float | None = time.time() if task_id is None else None
 
     # -- creating ----------------------------------------------------------------------------------
     @classmethod
@@ -100,7 +103,7 @@ class Task:
         return self.wait_id(self._client.config.request_timeout)
 
     def wait_id(self, timeout: float | None = None) -> str | None:
-        if self._id is None and not self._failed:
+        if self._id is None and not self._failed and not self._orphaned():
             self._fl.request_flush()
             self._id_event.wait(timeout)
         return self._id
@@ -190,7 +193,10 @@ class Task:
                 self._after_fork()
             dirty = self._dirty
             value = dirty["value"] if "value" in dirty else self._state.get("value")
-            dirty["value"] = (value or 0) + n
+            try:
+                dirty["value"] = (value or 0) + n
+            except TypeError:  # a bad value or n: the flusher logs the invalid field, we never raise
+                dirty["value"] = n
             fl.merged += 1
             if self not in fl.pending:
                 fl.add(self, False)
@@ -232,6 +238,9 @@ class Task:
             now = time.time()
             if status in RUNNING and self._get("start_time") is None and "start_time" not in fields:
                 fields["start_time"] = now
+                if self._created_at is not None and self._get("time_to_start") is None:
+                    # measured here: the service only learns of the task when the flusher creates it
+                    fields.setdefault("time_to_start", max(0.0, now - self._created_at))
             if status in TERMINAL:
                 terminal = True
                 if "end_time" not in fields:
@@ -249,6 +258,23 @@ class Task:
         # called under the lock in a forked child: what was pending belonged to the parent, which sends it
         self._gen = self._fl.gen
         self._dirty = {}
+        if self._id is None:
+            self._orphan()
+
+    def _orphaned(self) -> bool:
+        """Created by the parent of a fork and not yet sent: this process can never learn its id."""
+        return self._id is None and (self._failed or self._gen is not self._fl.gen)
+
+    def _orphan(self) -> None:
+        self._failed = True
+        self._id_event.set()
+        self._fl.log.log(
+            30,
+            "orphan",
+            "taskreport: %r was created before this process forked and not yet sent; its updates here are "
+            "dropped (read task.id before forking to avoid this)",
+            self,
+        )
 
     # -- statuses ----------------------------------------------------------------------------------
     def pending(self, **fields: Any) -> None:

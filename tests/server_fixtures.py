@@ -111,17 +111,16 @@ def start_server(store_url: str, **settings: Any) -> tuple[LiveServer, Callable[
 @pytest.fixture
 def server_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., LiveServer]]:
     """``server_factory(backend="sqlite", **settings)`` starts a server, stopped after the test."""
-    stops: list[Callable[[], None]] = []
 
     def factory(backend: str = "sqlite", **settings: Any) -> LiveServer:
         store_url = str(request.getfixturevalue("sqlite_url" if backend == "sqlite" else "postgres_url"))
         live, stop = start_server(store_url, **settings)
-        stops.append(stop)
+        # registered after the store fixture's teardown, so it runs before it: the server stops before its
+        # database is dropped
+        request.node.addfinalizer(stop)
         return live
 
     yield factory
-    for stop in reversed(stops):
-        stop()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

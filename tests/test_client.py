@@ -220,3 +220,46 @@ def test_plain_http_to_a_remote_host_is_refused() -> None:
     taskreport.init(url="http://127.0.0.1:9", token="t")  # loopback is fine
     taskreport.init(url="http://localhost:9", token="t")
     taskreport.init(url="http://[::1]:9", token="t")
+
+
+def test_increment_never_raises_after_a_bad_value(backend: Configure) -> None:
+    t = taskreport.Task.create("bad then good")
+    t.update(value="seven")  # invalid, but the hot path must not raise
+    t.increment(2)
+    record = recorded(t)
+    assert record.value == 2
+
+
+def test_an_explicit_grandparent_becomes_a_sibling(backend: Configure) -> None:
+    top = taskreport.Task.create("top")
+    middle = taskreport.Task.create("middle", parent=top)
+    leaf = taskreport.Task.create("leaf", parent=middle)
+    leaf.success()
+    assert recorded(leaf).parent == top.id
+
+
+def test_handles_follow_a_new_client_after_init(backend: Configure) -> None:
+    t = taskreport.Task.create("survives init")
+    assert t.id is not None
+    backend(flush_interval=0.1)  # replaces the client
+    t.update(value=5)
+    t.success()
+    record = recorded(t)
+    assert (record.value, record.status) == (5, Status.SUCCESS)
+
+
+def test_unknown_list_filter_is_rejected_by_name(backend: Configure) -> None:
+    with pytest.raises(ValidationError) as info:
+        taskreport.list_tasks(colour="red")
+    assert info.value.attr == "colour"
+
+
+def test_time_to_start_is_measured_by_the_client(backend: Configure) -> None:
+    import time
+
+    t = taskreport.Task.create("waits in a queue")
+    time.sleep(0.2)
+    t.processing()
+    t.success()
+    record = recorded(t)
+    assert record.time_to_start is not None and 0.19 <= record.time_to_start < 2

@@ -259,3 +259,51 @@ def test_exit_hook_delivers_without_an_explicit_flush(sqlite_server: LiveServer,
     assert done.returncode == 0, done.stderr
     (task,) = server_tasks(sqlite_server)
     assert (task["name"], task["status"], task["value"]) == ("at exit", Status.SUCCESS.value, 3)
+
+
+def test_flush_against_an_outage_backs_off_and_counts_per_round(sqlite_server: LiveServer, proxy: FaultProxy) -> None:
+    proxy.stop()
+    init(sqlite_server, proxy)
+    for i in range(20):
+        taskreport.Task.create(f"t{i}").success()
+    start = time.monotonic()
+    assert taskreport.flush(1.5) is False
+    elapsed = time.monotonic() - start
+    # 20 tasks per round, a round at most every 0.25 s while flush() waits
+    rounds = taskreport.stats()["retries"] / 20
+    assert rounds <= elapsed / 0.25 + 2, rounds
+    fl = taskreport.get_client().flusher
+    assert fl.failures == rounds  # one backoff step per failed round, not per task
+
+
+def test_after_a_refused_token_flush_says_so_and_ids_do_not_wait(sqlite_server: LiveServer,
+                                                                proxy: FaultProxy) -> None:
+    taskreport.init(url=proxy.url, token="trk_wrong", organization="acme", project="web", request_timeout=10)
+    t = taskreport.Task.create("refused")
+    assert taskreport.flush(5) is False
+    start = time.monotonic()
+    assert t.id is None
+    assert time.monotonic() - start < 0.5
+    assert taskreport.stats()["failed"] >= 1
+
+
+def test_spool_claimed_but_undelivered_is_not_delivered_twice(sqlite_server: LiveServer, proxy: FaultProxy,
+                                                              isolated: Path) -> None:
+    proxy.stop()
+    env = child_env(sqlite_server, proxy)
+    script = """
+        import taskreport
+        taskreport.init(exit_timeout=0.5)
+        taskreport.Task.create("once").success()
+        """
+    assert run_script(script, env)[0].returncode == 0
+    cli = Path(sys.executable).parent / "taskreport"
+    # still down: the spool is claimed, not delivered, and must be kept exactly once
+    down = subprocess.run([str(cli), "flush-spool", "--timeout", "1"], env=env, capture_output=True, text=True,
+                          timeout=30)
+    assert down.returncode == 1
+    proxy.start()
+    up = subprocess.run([str(cli), "flush-spool", "--timeout", "10"], env=env, capture_output=True, text=True,
+                        timeout=30)
+    assert up.returncode == 0, up.stderr
+    assert [t["name"] for t in server_tasks(sqlite_server)] == ["once"]

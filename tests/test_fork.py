@@ -112,3 +112,44 @@ def test_flusher_thread_restarts_in_child() -> None:
 
     assert run_in_child(child) == 0
     assert [t.name for t in taskreport.list_tasks(name="background in child")] == ["background in child"]
+
+
+def test_task_unsent_at_fork_does_not_hang_the_child() -> None:
+    taskreport.init(flush_interval=30)
+    unsent = taskreport.Task.create("parent's, unsent")
+
+    def child() -> int:
+        start = time.monotonic()
+        if unsent.id is not None or time.monotonic() - start > 1:
+            return 1  # the child can never learn the id; it must say so at once
+        kid = taskreport.Task.create("child's", parent=unsent)
+        kid.success()
+        return 0 if taskreport.flush(10) else 2
+
+    assert run_in_child(child) == 0
+    assert taskreport.flush(10)
+    names = {t.name: t for t in taskreport.list_tasks()}
+    assert set(names) == {"parent's, unsent", "child's"}
+    assert names["child's"].parent is None  # delivered, without the link it could not make
+
+
+def test_multiprocessing_children_deliver_without_an_explicit_flush() -> None:
+    import multiprocessing
+
+    taskreport.init(flush_interval=30)
+    assert taskreport.Task.create("warm").id is not None
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_mp_job, args=(i,)) for i in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(20)
+        assert p.exitcode == 0
+    names = sorted(t.name for t in taskreport.list_tasks() if t.name.startswith("mp-"))
+    assert names == ["mp-0", "mp-1", "mp-2"]
+
+
+def _mp_job(i: int) -> None:
+    t = taskreport.Task.create(f"mp-{i}")
+    t.update(value=i)
+    t.success()  # no flush: multiprocessing exits with os._exit, past atexit

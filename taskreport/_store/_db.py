@@ -150,7 +150,14 @@ class Database:
             finally:
                 self._local.depth = depth
             return
-        self.dialect.begin(conn, write)
+        try:
+            self.dialect.begin(conn, write)
+        except Exception:
+            # a connection the server closed (restart, idle timeout, admin) fails here first: nothing was
+            # done yet, so a fresh connection can safely take over; if that fails too, the error stands
+            self._drop(conn)
+            conn = self.connection()
+            self.dialect.begin(conn, write)
         self._local.depth = 1
         self._local.write = write
         try:
