@@ -82,6 +82,8 @@ class Flusher:
         self.event = threading.Event()
         self.cycle_done = threading.Condition(threading.Lock())
         self.cycle_lock = threading.Lock()
+        #: notified after every cycle, for Task.wait_id
+        self.ids = threading.Condition(self.lock)
         # identity token: Task handles compare it to notice they crossed a fork
         self.gen = object()
         self.inflight: list[tuple[Task, dict[str, Any]]] = []
@@ -205,6 +207,8 @@ class Flusher:
             finally:
                 with self.cycle_done:
                     self.cycle_done.notify_all()
+                with self.ids:
+                    self.ids.notify_all()
 
     def _cycle(self, honour_backoff: bool) -> bool:
         now = time.monotonic()
@@ -305,7 +309,6 @@ class Flusher:
                 )
         if task._id is None and "name" not in clean:
             task._failed = True
-            task._id_event.set()
             return None
         if task._id is not None and not clean:
             return None
@@ -346,7 +349,6 @@ class Flusher:
             task._record = None
         if task._id is None:
             task._id = str(row["id"])
-            task._id_event.set()
 
     def _failed_op(self, task: Task, op: Op, exc: TaskReportError) -> bool:
         """Handle one failed op; True when it calls for backing off."""
@@ -370,7 +372,6 @@ class Flusher:
             for each in abandoned:
                 if each._id is None:
                     each._failed = True
-                    each._id_event.set()
             self.log.log(
                 logging.ERROR,
                 "unauthorized",
@@ -386,10 +387,7 @@ class Flusher:
                 task,
                 exc,
             )
-            if task._id is None:
-                task._failed = True
-                task._id_event.set()
-            elif isinstance(exc, NotFound):
+            if task._id is None or isinstance(exc, NotFound):
                 task._failed = True
         if self.strict and self.delivery_error is None:
             self.delivery_error = exc
@@ -474,6 +472,8 @@ class Flusher:
     def close(self) -> None:
         self.closed = True
         self.event.set()
+        with self.ids:
+            self.ids.notify_all()
         thread = self.thread
         if thread is not None and thread is not threading.current_thread() and self.pid == os.getpid():
             thread.join(timeout=1.0)

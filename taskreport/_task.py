@@ -7,7 +7,6 @@ instead). The flusher thread sends the latest state.
 
 from __future__ import annotations
 
-import threading
 import time
 import traceback
 from collections.abc import Iterable, Iterator, Mapping
@@ -51,7 +50,6 @@ class Task:
         "_gen",
         "_heartbeat",
         "_id",
-        "_id_event",
         "_last_sent",
         "_record",
         "_state",
@@ -67,9 +65,6 @@ class Task:
         self._state = state
         self._dirty: dict[str, Any] = {}
         self._record = record
-        self._id_event = threading.Event()
-        if task_id is not None:
-            self._id_event.set()
         self._failed = False
         self._heartbeat: float | None = None
         self._last_sent = time.monotonic()
@@ -103,9 +98,18 @@ class Task:
         return self.wait_id(self._client.config.request_timeout)
 
     def wait_id(self, timeout: float | None = None) -> str | None:
-        if self._id is None and not self._failed and not self._orphaned():
-            self._fl.request_flush()
-            self._id_event.wait(timeout)
+        if self._id is not None or self._failed or self._orphaned():
+            return self._id
+        fl = self._fl
+        fl.request_flush()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        # one condition on the flusher serves every waiter: no per-task Event to build on the create path
+        with fl.ids:
+            while self._id is None and not self._failed and not fl.closed and not fl.disabled:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    break
+                fl.ids.wait(remaining)
         return self._id
 
     @property
@@ -267,7 +271,6 @@ class Task:
 
     def _orphan(self) -> None:
         self._failed = True
-        self._id_event.set()
         self._fl.log.log(
             30,
             "orphan",
