@@ -14,6 +14,7 @@ import os
 import random
 import threading
 import time
+import uuid
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -312,7 +313,9 @@ class Flusher:
             return None
         if task._id is not None and not clean:
             return None
-        return Op(task._id, clean)
+        if task._id is None and task._key is None:
+            task._key = uuid.uuid4().hex
+        return Op(task._id, clean, task._key if task._id is None else None)
 
     def _send(self, ready: list[tuple[Task, Op]]) -> None:
         ops = [op for _, op in ready]

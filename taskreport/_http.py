@@ -8,6 +8,7 @@ import random
 import threading
 import time
 import urllib.parse
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -142,10 +143,12 @@ class HttpTransport:
         self.timeout = max(0.05, seconds)
 
     # -- requests ----------------------------------------------------------------------------------
-    def _request_once(self, method: str, url: str, body: Any = None, params: Any = None) -> Any:
+    def _request_once(
+        self, method: str, url: str, body: Any = None, params: Any = None, headers: dict[str, str] | None = None
+    ) -> Any:
         try:
             response = self._session().request(
-                method, url, json=body, params=params, timeout=self.timeout, allow_redirects=False
+                method, url, json=body, params=params, headers=headers, timeout=self.timeout, allow_redirects=False
             )
         except requests.RequestException as exc:
             raise TransportError(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
@@ -168,11 +171,13 @@ class HttpTransport:
         cap = min(self.max_backoff, self.backoff * 2**attempt)
         return random.uniform(cap / 2, cap)
 
-    def request(self, method: str, url: str, body: Any = None, params: Any = None) -> Any:
+    def request(
+        self, method: str, url: str, body: Any = None, params: Any = None, headers: dict[str, str] | None = None
+    ) -> Any:
         attempt = 0
         while True:
             try:
-                return self._request_once(method, url, body, params)
+                return self._request_once(method, url, body, params, headers)
             except TaskReportError as exc:
                 retryable = isinstance(exc, TransportError) or exc.status_code in RETRY_STATUSES
                 if not retryable or attempt >= self.retries:
@@ -188,7 +193,8 @@ class HttpTransport:
             try:
                 body = encode_fields(op.fields)
                 if op.task_id is None:
-                    results.append(self._request_once("POST", self.tasks_url, body))
+                    key = {"Idempotency-Key": op.idempotency_key} if op.idempotency_key else None
+                    results.append(self._request_once("POST", self.tasks_url, body, headers=key))
                 else:
                     results.append(self._request_once("PATCH", self._task_url(op.task_id), body))
             except TaskReportError as exc:
@@ -202,8 +208,10 @@ class HttpTransport:
     def _task_url(self, task_id: str) -> str:
         return f"{self.tasks_url}{urllib.parse.quote(str(task_id), safe='')}/"
 
-    def create_task(self, fields: Mapping[str, Any]) -> Row:
-        row: Row = self.request("POST", self.tasks_url, encode_fields(fields))
+    def create_task(self, fields: Mapping[str, Any], idempotency_key: str | None = None) -> Row:
+        # a POST is retried like any call, so it always carries a key: a retry can't make a second task
+        key = idempotency_key or uuid.uuid4().hex
+        row: Row = self.request("POST", self.tasks_url, encode_fields(fields), headers={"Idempotency-Key": key})
         return row
 
     def get_task(self, task_id: str) -> Row:

@@ -68,7 +68,7 @@ class LocalTransport:
                 tx.cur.execute(f"SAVEPOINT op{i}")
                 try:
                     if op.task_id is None:
-                        row = tx.create_task(scope, op.fields)
+                        row = tx.create_task(scope, op.fields, idempotency_key=op.idempotency_key)
                     else:
                         row = tx.update_task(scope, op.task_id, op.fields)
                 except TaskReportError as exc:
@@ -79,10 +79,10 @@ class LocalTransport:
                 tx.cur.execute(f"RELEASE SAVEPOINT op{i}")
         return results
 
-    def create_task(self, fields: Mapping[str, Any]) -> Row:
+    def create_task(self, fields: Mapping[str, Any], idempotency_key: str | None = None) -> Row:
         store, scope = self._open()
         with database_errors(self.store_url), store.transaction() as tx:
-            return tx.create_task(scope, fields)
+            return tx.create_task(scope, fields, idempotency_key=idempotency_key)
 
     def get_task(self, task_id: str) -> Row:
         store, scope = self._open()

@@ -54,7 +54,16 @@ def write(config: Config, items: list[tuple[Task, dict[str, Any]]]) -> Path | No
             else:
                 fields.pop("parent")
                 parent_key = keys.get(id(parent))
-        entries.append({"key": keys[id(task)], "task_id": task._id, "fields": fields, "parent_key": parent_key})
+        entries.append(
+            {
+                "key": keys[id(task)],
+                "task_id": task._id,
+                "fields": fields,
+                "parent_key": parent_key,
+                # an in-flight create may have landed: the next process's create must find it, not repeat it
+                "idempotency_key": task._key,
+            }
+        )
     directory = spool_dir(config)
     directory.mkdir(parents=True, exist_ok=True)
     name = f"{time.time():.6f}-{os.getpid()}-{uuid.uuid4().hex[:8]}.json"
@@ -115,6 +124,7 @@ def tasks_from_entries(client: Client, entries: list[dict[str, Any]]) -> list[Ta
         task = Task(client, {} if entry.get("task_id") else fields, task_id=entry.get("task_id"))
         if task._id is not None:
             task._dirty = fields
+        task._key = entry.get("idempotency_key")
         tasks[entry["key"]] = task
     for entry in entries:
         parent_key = entry.get("parent_key")

@@ -50,6 +50,7 @@ class Task:
         "_gen",
         "_heartbeat",
         "_id",
+        "_key",
         "_last_sent",
         "_record",
         "_state",
@@ -66,6 +67,8 @@ class Task:
         self._dirty: dict[str, Any] = {}
         self._record = record
         self._failed = False
+        #: idempotency key of this task's create, made when it is first sent and reused on every retry
+        self._key: str | None = None
         self._heartbeat: float | None = None
         self._last_sent = time.monotonic()
         #: when this process created the task (None for one attached by id): time_to_start is measured from it

@@ -17,6 +17,8 @@ class Op:
 
     task_id: str | None
     fields: dict[str, Any]
+    #: for a create: the same key on every attempt, so a retry never makes a second task
+    idempotency_key: str | None = None
 
 
 @dataclasses.dataclass
@@ -36,7 +38,7 @@ class Transport(Protocol):
         connection failure or a 429 the remaining ops get the same error without being tried."""
         ...
 
-    def create_task(self, fields: Mapping[str, Any]) -> Row: ...
+    def create_task(self, fields: Mapping[str, Any], idempotency_key: str | None = None) -> Row: ...
 
     def get_task(self, task_id: str) -> Row: ...
 

@@ -307,3 +307,44 @@ def test_spool_claimed_but_undelivered_is_not_delivered_twice(sqlite_server: Liv
                         timeout=30)
     assert up.returncode == 0, up.stderr
     assert [t["name"] for t in server_tasks(sqlite_server)] == ["once"]
+
+
+def test_a_create_retried_after_a_timeout_makes_one_task(sqlite_server: LiveServer, proxy: FaultProxy) -> None:
+    init(sqlite_server, proxy, request_timeout=0.3)
+    proxy.delay = 0.8  # the server makes the task, but the answer comes after the client gave up
+    t = taskreport.Task.create("slow create")
+    t.success()
+    assert taskreport.flush(0.6) is False
+    proxy.delay = 0
+    assert taskreport.flush(10)
+    posts = proxy.requests("POST")
+    assert len(posts) >= 2 and len({p.body["name"] for p in posts}) == 1
+    tasks = server_tasks(sqlite_server)
+    assert [(x["name"], x["status"]) for x in tasks] == [("slow create", "success")]
+    assert t.id == tasks[0]["id"]
+
+
+def test_an_in_flight_create_spooled_at_exit_is_not_duplicated(sqlite_server: LiveServer, proxy: FaultProxy,
+                                                               isolated: Path) -> None:
+    proxy.delay = 1.5  # the create lands after the process has given up on it and spooled it
+    env = child_env(sqlite_server, proxy)
+    done, _ = run_script(
+        """
+        import taskreport
+        taskreport.init(exit_timeout=0.5, request_timeout=30)
+        taskreport.Task.create("in flight").success()
+        """,
+        env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(list((isolated / "spool").glob("*.json"))) == 1
+    deadline = time.monotonic() + 5
+    while not server_tasks(sqlite_server) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(server_tasks(sqlite_server)) == 1  # the first attempt did land
+    proxy.delay = 0
+    cli = Path(sys.executable).parent / "taskreport"
+    up = subprocess.run([str(cli), "flush-spool", "--timeout", "10"], env=env, capture_output=True, text=True,
+                        timeout=30)
+    assert up.returncode == 0, up.stderr
+    assert [(x["name"], x["status"]) for x in server_tasks(sqlite_server)] == [("in flight", "success")]

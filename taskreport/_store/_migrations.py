@@ -54,6 +54,11 @@ MIGRATIONS: list[list[str]] = [
         " created {real} NOT NULL, updated {real} NOT NULL)",
         "CREATE INDEX action_firings_due ON action_firings (state, next_attempt)",
     ],
+    # 3: a client's key for a create, so a create retried after a lost answer finds the task it made
+    [
+        "ALTER TABLE tasks ADD COLUMN idempotency_key TEXT",
+        "CREATE UNIQUE INDEX tasks_idempotency ON tasks (project_id, idempotency_key)",
+    ],
 ]
 
 LATEST = len(MIGRATIONS)

@@ -213,9 +213,19 @@ class TaskOps:
                 "INSERT INTO task_tags (task_id, tag_key, tag_value) VALUES (?, ?, ?)", (task_pk, key, value)
             )
 
-    def create_task(self, scope: Scope, fields: Mapping[str, Any], *, now: float | None = None) -> Row:
-        """Insert a task from validated fields, applying the service's rules for times."""
+    def create_task(
+        self, scope: Scope, fields: Mapping[str, Any], *, now: float | None = None, idempotency_key: str | None = None
+    ) -> Row:
+        """Insert a task from validated fields, applying the service's rules for times.
+
+        With ``idempotency_key``, a second create with the same key (a retry whose first answer was lost)
+        updates and returns the task the first one made instead of making another.
+        """
         now = time.time() if now is None else now
+        if idempotency_key is not None:
+            existing = self._by_idempotency_key(scope, idempotency_key)
+            if existing is not None:
+                return self._replay_create(scope, existing, fields, now)
         row: Row = dict.fromkeys(_PLAIN)
         row.update({k: fields[k] for k in _PLAIN if k in fields})
         row["status"] = row["status"] or "pending"
@@ -227,10 +237,12 @@ class TaskOps:
             self._check_parent(scope, parent, None)
         tags = dict(fields.get("tags") or {})
         public_id = new_task_id()
-        pk = self.cur.insert(
+        inserted = self.cur.one(
             "INSERT INTO tasks (public_id, project_id, name, queue, external_id, status, value, value_max, data,"
-            " tags, parent, created, updated, start_time, end_time, time_to_start, max_runtime, stale_timeout)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " tags, parent, created, updated, start_time, end_time, time_to_start, max_runtime, stale_timeout,"
+            " idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            # a concurrent create with the same key (PostgreSQL) waits for it, then finds its task below
+            " ON CONFLICT (project_id, idempotency_key) DO NOTHING RETURNING id",
             (
                 public_id,
                 scope.project_id,
@@ -250,8 +262,15 @@ class TaskOps:
                 row["time_to_start"],
                 row["max_runtime"],
                 row["stale_timeout"],
+                idempotency_key,
             ),
         )
+        if inserted is None:
+            assert idempotency_key is not None
+            existing = self._by_idempotency_key(scope, idempotency_key)
+            assert existing is not None
+            return self._replay_create(scope, existing, fields, now)
+        pk = int(inserted["id"])
         if tags:
             self._write_tags(pk, tags, replace=False)
         row.update(
@@ -268,6 +287,16 @@ class TaskOps:
         out = self._task_out(row, scope)
         queue_firings(self.cur, pk, None, out, now=now)
         return out
+
+    def _by_idempotency_key(self, scope: Scope, key: str) -> str | None:
+        row = self.cur.one(
+            "SELECT public_id FROM tasks WHERE project_id = ? AND idempotency_key = ?", (scope.project_id, key)
+        )
+        return None if row is None else str(row["public_id"])
+
+    def _replay_create(self, scope: Scope, task_id: str, fields: Mapping[str, Any], now: float) -> Row:
+        # the retry carries the latest state; its actions were made by the first create
+        return self.update_task(scope, task_id, {k: v for k, v in fields.items() if k != "actions"}, now=now)
 
     def update_task(
         self,

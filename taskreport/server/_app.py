@@ -428,7 +428,10 @@ class TaskServer:
     async def tasks_post(self, ctx: Ctx) -> Response:
         scope = await self._project(ctx)
         fields = _task_fields(await self._body(ctx.request) or {}, partial=False)
-        row = await self._write(lambda tx: tx.create_task(scope, fields))
+        key = ctx.request.headers.get("idempotency-key") or None
+        if key is not None and len(key) > 255:
+            raise ValidationError("must have at most 255 characters.", attr="Idempotency-Key")
+        row = await self._write(lambda tx: tx.create_task(scope, fields, idempotency_key=key))
         return json_response(render_task(row, ctx.base), 201)
 
     async def task_get(self, ctx: Ctx) -> Response:

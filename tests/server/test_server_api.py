@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+import requests
 from server_fixtures import LiveServer
 
 
@@ -193,3 +194,16 @@ def test_shipped_schema_matches_the_reference() -> None:
     assert (package / "openapi.yaml").read_text() == reference.read_text()
     yaml = pytest.importorskip("yaml")
     assert json.loads((package / "openapi.json").read_text()) == yaml.safe_load(reference.read_text())
+
+
+def test_idempotency_key_header_makes_a_repeated_create_return_the_same_task(live_server: LiveServer) -> None:
+    headers = {**live_server.headers(), "Idempotency-Key": "create-1"}
+    first = requests.post(live_server.tasks_url, json={"name": "once"}, headers=headers, timeout=10)
+    again = requests.post(live_server.tasks_url, json={"name": "once", "value": 3}, headers=headers, timeout=10)
+    assert first.status_code == again.status_code == 201
+    assert first.json()["id"] == again.json()["id"] and again.json()["value"] == 3
+    listed = requests.get(live_server.tasks_url, headers=live_server.headers(), timeout=10).json()["results"]
+    assert len(listed) == 1
+    too_long = {**live_server.headers(), "Idempotency-Key": "k" * 256}
+    bad = requests.post(live_server.tasks_url, json={"name": "x"}, headers=too_long, timeout=10)
+    assert bad.status_code == 400 and bad.json()["errors"][0]["attr"] == "Idempotency-Key"

@@ -1,0 +1,65 @@
+"""A create carrying an idempotency key, made twice (a retry whose first answer was lost), makes one task."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from taskreport._store import open_store
+
+
+def test_same_key_returns_the_first_task_with_the_latest_state(store_url: str) -> None:
+    store = open_store(store_url)
+    try:
+        with store.transaction() as tx:
+            scope = tx.ensure_project("acme", "web")
+            first = tx.create_task(scope, {"name": "job", "value": 1,
+                                           "actions": [{"trigger": "success", "integration": "email"}]},
+                                   idempotency_key="k1")
+        with store.transaction() as tx:
+            again = tx.create_task(scope, {"name": "job", "value": 7, "status": "success",
+                                           "actions": [{"trigger": "success", "integration": "email"}]},
+                                   idempotency_key="k1")
+            other = tx.create_task(scope, {"name": "job"}, idempotency_key="k2")
+            unkeyed = [tx.create_task(scope, {"name": "job"}) for _ in range(2)]
+        assert again["id"] == first["id"]
+        assert (again["value"], again["status"]) == (7, "success")
+        assert len({first["id"], other["id"], *(t["id"] for t in unkeyed)}) == 4
+        with store.transaction(write=False) as tx:
+            assert len(tx.list_tasks(scope).results) == 4
+            assert len(tx.list_actions(scope, first["id"])) == 1  # the replay made no second action
+            other_project = tx.ensure_project("acme", "other")
+        with store.transaction() as tx:
+            # keys are per project
+            assert tx.create_task(other_project, {"name": "job"}, idempotency_key="k1")["id"] != first["id"]
+    finally:
+        store.close()
+
+
+def test_concurrent_creates_with_one_key_make_one_task(store_url: str) -> None:
+    store = open_store(store_url)
+    with store.transaction() as tx:
+        scope = tx.ensure_project("acme", "web")
+    results: list[Any] = []
+    barrier = threading.Barrier(4)
+
+    def create() -> None:
+        barrier.wait()
+        try:
+            with store.transaction() as tx:
+                results.append(tx.create_task(scope, {"name": "race"}, idempotency_key="same")["id"])
+        except Exception as exc:  # pragma: no cover - reported by the assertion below
+            results.append(exc)
+
+    threads = [threading.Thread(target=create) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    try:
+        assert all(isinstance(r, str) for r in results), results
+        assert len(set(results)) == 1 and len(results) == 4
+        with store.transaction(write=False) as tx:
+            assert len(tx.list_tasks(scope).results) == 1
+    finally:
+        store.close()
