@@ -54,6 +54,8 @@ class Client:
         self.transport: Transport = transport if transport is not None else make_transport(config)
         self.flusher = Flusher(self)
         self.disabled = config.disabled
+        #: whether multiprocessing's exit hook will flush this client in a child process
+        self.mp_hooked = False
 
     def __repr__(self) -> str:
         return f"<taskreport.Client {self.transport!r}{' disabled' if self.disabled else ''}>"
@@ -158,9 +160,30 @@ class Client:
         if not delivered and self.config.spool:
             self._spool_undelivered()
         self.flusher.close()
+        with self.flusher.lock:
+            # what was left is spooled (or lost with spooling off); a later change to one of these handles
+            # must reach Flusher.add, which hands it to the current client
+            self.flusher.pending = {}
         with contextlib.suppress(Exception):  # closing must not fail an exit
             self.transport.close()
         return delivered
+
+    def replace_with(self, successor: Client) -> None:
+        """Stop this client and move what it has not sent, heartbeats included, to ``successor``."""
+        fl = self.flusher
+        with fl.lock:
+            fl.closed = True
+            tasks = list(fl.pending)
+            fl.pending = {}
+            heartbeats = dict(fl.heartbeats)
+        for task in tasks:
+            fl._hand_over(task, task._get("status") in TERMINAL)
+        for task, every in heartbeats.items():
+            successor.flusher.set_heartbeat(task, every)
+        # a cycle in flight finishes on the old thread; what it fails to send is handed over the same way
+        fl.close()
+        with contextlib.suppress(Exception):
+            self.transport.close()
 
     def _spool_undelivered(self) -> None:
         from . import _spool
@@ -238,14 +261,28 @@ def init(
     **options: Any,
 ) -> Client:
     """Configure reporting for this process. Without a URL (argument, ``TASKREPORT_URL`` or the config file)
-    tasks go to the embedded store. Calling it again replaces the client, flushing the old one."""
+    tasks go to the embedded store. Calling it again replaces the client: what the old one had not sent
+    yet, and every later change to its handles, goes through the new one."""
     global _client
     config = resolve(url, token, organization=organization, project=project, tags=tags, **options)
-    client = Client(config, transport)
+    client = _new_client(config, transport)
     with _lock:
         old, _client = _client, client
     if old is not None:
-        old.close(timeout=old.config.exit_timeout)
+        old.replace_with(client)
+    return client
+
+
+def _new_client(config: Config, transport: Transport | None = None) -> Client:
+    client = Client(config, transport)
+    util = sys.modules.get("multiprocessing.util")
+    if util is not None:
+        import multiprocessing
+
+        if multiprocessing.parent_process() is not None:
+            # made inside a multiprocessing child, which will leave through os._exit: flush on its exit hook
+            util.Finalize(None, _at_exit, exitpriority=100)
+            client.mp_hooked = True
     return client
 
 
@@ -261,7 +298,7 @@ def get_client() -> Client:
         return client
     with _lock:
         if _client is None:
-            _client = Client(resolve())
+            _client = _new_client(resolve())
         return _client
 
 
@@ -331,8 +368,8 @@ def _after_fork_child() -> None:
 def _watch_multiprocessing(client: Client) -> None:
     """multiprocessing's children leave through os._exit, past atexit: flush through its own exit hook."""
     util = sys.modules.get("multiprocessing.util")
-    if util is not None and not getattr(client, "_mp_hooked", False):
-        client._mp_hooked = True  # type: ignore[attr-defined]
+    if util is not None and not client.mp_hooked:
+        client.mp_hooked = True
         # runs in each new multiprocessing child, which then flushes when the child's run() returns
         util.register_after_fork(client, _hook_multiprocessing_exit)
 

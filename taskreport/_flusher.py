@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import random
+import sys
 import threading
 import time
 import uuid
@@ -118,9 +119,10 @@ class Flusher:
 
     def _hand_over(self, task: Task, terminal: bool) -> None:
         """A handle made by a client that init() or shutdown() has since replaced follows the current one."""
-        from ._client import current_client
+        from ._client import current_client, get_client
 
-        successor = current_client()
+        # after shutdown() the next call starts afresh, as any other call would
+        successor = current_client() or (None if sys.is_finalizing() else get_client())
         if successor is None or successor.flusher is self or successor.disabled:
             self.dropped += 1
             return
@@ -263,6 +265,14 @@ class Flusher:
                     fields = {**fields, "parent": parent._id}
                     if parent._id is None:
                         del fields["parent"]
+                        self.log.log(
+                            logging.WARNING,
+                            "orphan-child",
+                            "taskreport: %r is sent without its parent %r, which was created before this process "
+                            "forked and never sent from here",
+                            task,
+                            parent,
+                        )
                 op = self._op(task, fields)
                 if op is not None:
                     ready.append((task, op))
@@ -405,7 +415,10 @@ class Flusher:
                 task._dirty = {**fields, **dirty}
             if actions:
                 task._dirty["actions"] = actions
-            self.pending[task] = None
+            if not self.closed:
+                self.pending[task] = None
+                return
+        self._hand_over(task, task._get("status") in TERMINAL)
 
     def _queue_heartbeats(self, now: float) -> None:
         if not self.heartbeats:

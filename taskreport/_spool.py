@@ -38,6 +38,11 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _writer_pid(name: str) -> int | None:
+    parts = name.split("-")
+    return int(parts[1]) if len(parts) >= 3 and parts[1].isdigit() else None
+
+
 def write(config: Config, items: list[tuple[Task, dict[str, Any]]]) -> Path | None:
     """Spool undelivered tasks; returns the file written, or None if there was nothing to keep."""
     if not items:
@@ -96,6 +101,9 @@ def claim(config: Config) -> list[tuple[Path, list[dict[str, Any]]]]:
                 continue
             base = name[: match.start()]
         elif name.endswith(".json"):
+            if _writer_pid(name) == me:
+                # this process still holds live handles for what it spooled; the next process delivers it
+                continue
             base = name
         else:
             continue

@@ -263,3 +263,14 @@ def test_time_to_start_is_measured_by_the_client(backend: Configure) -> None:
     t.success()
     record = recorded(t)
     assert record.time_to_start is not None and 0.19 <= record.time_to_start < 2
+
+
+def test_a_change_after_shutdown_goes_to_a_fresh_client() -> None:
+    t = taskreport.Task.create("outlives shutdown")
+    assert t.id is not None
+    taskreport.shutdown()
+    t.update(value=9)
+    t.success()
+    assert taskreport.flush(5)
+    record = taskreport.get_task(t.id)
+    assert (record.value, record.status) == (9, Status.SUCCESS)

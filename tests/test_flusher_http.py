@@ -348,3 +348,20 @@ def test_an_in_flight_create_spooled_at_exit_is_not_duplicated(sqlite_server: Li
                         timeout=30)
     assert up.returncode == 0, up.stderr
     assert [(x["name"], x["status"]) for x in server_tasks(sqlite_server)] == [("in flight", "success")]
+
+
+def test_a_handle_left_undelivered_by_a_replaced_client_follows_the_new_one(
+    sqlite_server: LiveServer, proxy: FaultProxy, isolated: Path
+) -> None:
+    proxy.stop()
+    init(sqlite_server, proxy, exit_timeout=0.3)
+    t = taskreport.Task.create("crosses init")
+    t.update(value=1)
+    proxy.start()
+    init(sqlite_server, proxy)  # replaces the first client, which hands over what it had not sent
+    t.update(value=42)
+    t.success()
+    assert taskreport.flush(10)
+    tasks = server_tasks(sqlite_server)
+    assert [(x["name"], x["value"], x["status"]) for x in tasks] == [("crosses init", 42, "success")]
+    assert not (isolated / "spool").exists() or not list((isolated / "spool").iterdir())

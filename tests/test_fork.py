@@ -153,3 +153,15 @@ def _mp_job(i: int) -> None:
     t = taskreport.Task.create(f"mp-{i}")
     t.update(value=i)
     t.success()  # no flush: multiprocessing exits with os._exit, past atexit
+
+
+def test_multiprocessing_child_that_makes_its_own_client_delivers() -> None:
+    import multiprocessing
+
+    taskreport.shutdown()  # no client in the parent at fork time
+    ctx = multiprocessing.get_context("fork")
+    proc = ctx.Process(target=_mp_job, args=(7,))
+    proc.start()
+    proc.join(20)
+    assert proc.exitcode == 0
+    assert [t.name for t in taskreport.list_tasks()] == ["mp-7"]

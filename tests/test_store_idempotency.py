@@ -63,3 +63,18 @@ def test_concurrent_creates_with_one_key_make_one_task(store_url: str) -> None:
             assert len(tx.list_tasks(scope).results) == 1
     finally:
         store.close()
+
+
+def test_a_late_replay_never_takes_a_finished_task_back(store_url: str) -> None:
+    store = open_store(store_url)
+    try:
+        with store.transaction() as tx:
+            scope = tx.ensure_project("acme", "web")
+            first = tx.create_task(scope, {"name": "job", "value": 1}, idempotency_key="k")
+            tx.update_task(scope, first["id"], {"value": 10, "status": "success"})
+        with store.transaction() as tx:
+            # a spooled copy of the early state, delivered after the task finished
+            late = tx.create_task(scope, {"name": "job", "value": 1, "status": "processing"}, idempotency_key="k")
+        assert (late["id"], late["value"], late["status"]) == (first["id"], 10, "success")
+    finally:
+        store.close()

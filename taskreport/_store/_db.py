@@ -48,6 +48,10 @@ class Dialect:
     def lock_schema(self, conn: Any) -> None:
         """Serialise migrations between processes opening the same database at once."""
 
+    def disconnected(self, conn: Any, exc: BaseException) -> bool:
+        """True when ``exc`` means the connection is gone (so a new one may be tried)."""
+        return False
+
 
 class SQLiteDialect(Dialect):
     name = "sqlite"
@@ -104,6 +108,11 @@ class PostgresDialect(Dialect):
     def lock_schema(self, conn: Any) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(7346215)")
 
+    def disconnected(self, conn: Any, exc: BaseException) -> bool:
+        import psycopg
+
+        return bool(conn.closed) or isinstance(exc, psycopg.OperationalError)
+
 
 class Database:
     """A thread- and fork-aware pool of one connection per thread."""
@@ -152,7 +161,9 @@ class Database:
             return
         try:
             self.dialect.begin(conn, write)
-        except Exception:
+        except Exception as exc:
+            if not self.dialect.disconnected(conn, exc):
+                raise
             # a connection the server closed (restart, idle timeout, admin) fails here first: nothing was
             # done yet, so a fresh connection can safely take over; if that fails too, the error stands
             self._drop(conn)

@@ -296,6 +296,10 @@ class TaskOps:
 
     def _replay_create(self, scope: Scope, task_id: str, fields: Mapping[str, Any], now: float) -> Row:
         # the retry carries the latest state; its actions were made by the first create
+        current = self._task_row(scope, task_id, for_update=True)
+        if current["status"] in TERMINAL and fields.get("status") not in TERMINAL:
+            # a late copy of an earlier state (a spool delivered after the task finished) must not undo its end
+            return self._task_out(current, scope)
         return self.update_task(scope, task_id, {k: v for k, v in fields.items() if k != "actions"}, now=now)
 
     def update_task(
