@@ -67,9 +67,10 @@ def record_attempt(
         query = "UPDATE actions SET status = ?, updated = ? WHERE id = ? AND status <> 'cancelled'"
         params = (f"failed: {error}", now, firing["action_id"])
     elif state == "delivered":
-        # a later success clears an earlier failure
-        query = "UPDATE actions SET status = 'active', updated = ? WHERE id = ? AND status LIKE 'failed%'"
-        params = (now, firing["action_id"])
+        # a later success clears an earlier failure. The pattern is a parameter: a literal % in the SQL
+        # would reach psycopg, which reads it as a placeholder once ? has become %s
+        query = "UPDATE actions SET status = 'active', updated = ? WHERE id = ? AND status LIKE ?"
+        params = (now, firing["action_id"], "failed%")
     else:
         return
     cur.execute(query, params)

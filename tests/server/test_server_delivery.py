@@ -272,3 +272,22 @@ def test_two_servers_on_one_database_deliver_each_firing_once(
     time.sleep(0.3)
     delivered = [body["id"] for _, body in receiver.requests]
     assert sorted(delivered) == sorted(ids)
+
+
+def test_a_delivered_firing_is_recorded_and_never_sent_again(live_server: LiveServer, receiver_factory: Any) -> None:
+    # a short lease: a firing whose delivery was not recorded is claimed (and sent) again after it
+    live_server.app.deliverer.lease = 0.3
+    receiver = receiver_factory([200])
+    hook = {"trigger": "success", "integration": "webhook:ci", "config": {"url": receiver.url}}
+    task = httpx.post(live_server.tasks_url, json={"name": "t", "actions": [hook]}, headers=live_server.headers())
+    httpx.patch(task.json()["url"], json={"status": "success"}, headers=live_server.headers())
+    assert wait_for(lambda: receiver.requests)
+
+    def states() -> list[str]:
+        with live_server.app.store.transaction(write=False) as tx:
+            return [f["state"] for f in list_firings(tx.cur)]
+
+    assert wait_for(lambda: states() == ["delivered"], timeout=2)
+    time.sleep(1.0)  # several leases
+    assert len(receiver.requests) == 1
+    assert states() == ["delivered"]
