@@ -71,6 +71,7 @@ def start_server(store_url: str, **settings: Any) -> tuple[LiveServer, Callable[
     port = sock.getsockname()[1]
     options: dict[str, Any] = {
         "base_url": f"http://127.0.0.1:{port}",
+        "bind_url": f"http://127.0.0.1:{port}",
         "sweep_interval": 0,
         "delivery_interval": 0.05,
         "token_cache_seconds": 0,

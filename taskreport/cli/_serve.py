@@ -97,7 +97,9 @@ def run_server(app: Any, sock: socket.socket, **uvicorn_options: Any) -> None:
     help="Serve plain HTTP on a non-loopback address (only behind a TLS-terminating proxy).",
 )
 @click.option(
-    "--base-url", envvar="TASKREPORT_SERVE_BASE_URL", help="Public URL for links [default: each request's Host]."
+    "--base-url",
+    envvar="TASKREPORT_SERVE_BASE_URL",
+    help="Public URL for links [default: a response's own Host; in deliveries, the bound address].",
 )
 @click.option("--org", "organization", envvar="TASKREPORT_SERVE_ORG", default=LOCAL_ORGANIZATION, show_default=True)
 @click.option("--project", envvar="TASKREPORT_SERVE_PROJECT", default=DEFAULT_PROJECT, show_default=True)
@@ -159,10 +161,12 @@ def serve(**opts: Any) -> None:
         )
     url = local_url(opts["host"], opts["port"], tls)
     base_url = opts["base_url"].rstrip("/") if opts["base_url"] else None
+    sock = bind_socket(opts["host"], opts["port"])
     settings = ServerSettings(
         store_url=opts["db"] or default_db(),
-        # links in webhook payloads need a host even before any request has told us one
         base_url=base_url or (None if opts["host"] in _WILDCARDS else url),
+        # the links in webhook and email deliveries when there is no base URL: never a request's Host
+        bind_url=local_url(opts["host"], sock.getsockname()[1], tls),
         rate_limit=rate_limit,
         token_cache_seconds=opts["token_cache_seconds"],
         sweep_interval=opts["sweep_interval"],
@@ -170,7 +174,6 @@ def serve(**opts: Any) -> None:
         delivery_backoff=opts["delivery_backoff"],
         smtp=smtp,
     )
-    sock = bind_socket(opts["host"], opts["port"])
     app = create_app(settings)
     made = bootstrap(app.store, opts["organization"], opts["project"], opts["username"], opts["password"])
     if made is not None:
@@ -187,6 +190,12 @@ def serve(**opts: Any) -> None:
             )
             click.echo(f"  this machine's CLI and library now report to {url} ({path})")
     click.echo(f"Serving the task API on {url} (store: {app.store!r})", err=True)
+    if settings.base_url is None:
+        click.echo(
+            f"Links in webhook and email deliveries point at {settings.bind_url}: give --base-url to have "
+            "them use the address clients know this server by.",
+            err=True,
+        )
     # uvicorn shuts down gracefully on Ctrl+C, then re-raises it: a normal way to stop a server, not an error
     with contextlib.suppress(KeyboardInterrupt):
         run_server(

@@ -157,7 +157,6 @@ class TaskServer:
         self.tokens = TokenCache(settings.token_cache_seconds)
         self.limiter = RateLimiter(settings.rate_limit) if settings.rate_limit else None
         self._scopes: dict[tuple[str, str], ProjectScope] = {}
-        self._last_base = "http://127.0.0.1"
         self._sweeper: asyncio.Task[None] | None = None
         self._started = False
 
@@ -186,7 +185,8 @@ class TaskServer:
         self.store.close()
 
     def _delivery_base(self) -> str:
-        return self.settings.base_url or self._last_base
+        # never from a request: its Host header is the sender's to choose, before any authentication
+        return self.settings.base_url or self.settings.bind_url or "http://127.0.0.1"
 
     # -- ASGI --------------------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -227,8 +227,8 @@ class TaskServer:
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > self.settings.max_body_bytes:
             raise self._too_large()
+        # a response's links may follow its own request's Host: they go back to that sender only
         base = self.settings.base_url or str(request.base_url).rstrip("/")
-        self._last_base = base
         ctx = Ctx(request, route, params, base)
         if route == "schema":
             return await self.schema(ctx, methods)

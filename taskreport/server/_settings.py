@@ -41,8 +41,12 @@ class SmtpSettings:
 @dataclasses.dataclass(frozen=True)
 class ServerSettings:
     store_url: str
-    #: scheme://host[:port] used in ``url``/``public_url``/``next``; None: taken from each request's Host
+    #: scheme://host[:port] used in ``url``/``public_url``/``next``; None: in a response, taken from that
+    #: request's Host; in a delivered webhook or email, ``bind_url``
     base_url: str | None = None
+    #: where the server was bound (``taskreport serve`` sets it): the links in deliveries without a base_url.
+    #: Never a request's Host header: anyone, unauthenticated, could set it for every organization's links
+    bind_url: str | None = None
     rate_limit: RateLimit | None = None
     #: how long a token lookup is reused: a revoked token keeps working for at most this long
     token_cache_seconds: float = 5.0

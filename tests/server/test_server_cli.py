@@ -110,8 +110,13 @@ def test_allow_http_and_tls_permit_a_public_bind(tmp_path: Path, launches: list[
     allowed = CliRunner().invoke(serve, ["--host", "0.0.0.0", "--port", "0", "--allow-http"])
     assert allowed.exit_code == 0, allowed.output
     assert launches[-1]["address"][0] == "0.0.0.0"
-    # with a wildcard bind, links follow each request's Host header
-    assert launches[-1]["app"].settings.base_url is None
+    # with a wildcard bind, links in responses follow each request's Host header, but deliveries use the
+    # bound address: a Host header is anyone's to choose
+    app = launches[-1]["app"]
+    assert app.settings.base_url is None
+    port = launches[-1]["address"][1]
+    assert app.settings.bind_url == app._delivery_base() == f"http://127.0.0.1:{port}"
+    assert "--base-url" in allowed.output
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     cert.write_text("cert")
     key.write_text("key")

@@ -291,3 +291,20 @@ def test_a_delivered_firing_is_recorded_and_never_sent_again(live_server: LiveSe
     time.sleep(1.0)  # several leases
     assert len(receiver.requests) == 1
     assert states() == ["delivered"]
+
+
+def test_request_host_headers_never_reach_delivered_links(server_factory: Any, receiver_factory: Any) -> None:
+    live = server_factory(base_url=None)
+    receiver = receiver_factory([200])
+    hook = {"trigger": "success", "integration": "webhook:ci", "config": {"url": receiver.url}}
+    task = httpx.post(live.tasks_url, json={"name": "t", "actions": [hook]}, headers=live.headers()).json()
+    # anyone, unauthenticated, with a forged Host
+    assert httpx.get(f"{live.url}/api/ping/", headers={"Host": "evil.example"}).status_code == 200
+    forged = {"Host": "evil.example", "Authorization": "Token nope"}
+    assert httpx.get(live.tasks_url, headers=forged).status_code == 401
+    # the firing is written without a request in between, as an embedded writer would
+    with live.app.store.transaction() as tx:
+        tx.update_task(tx.ensure_project("acme", "web"), task["id"], {"status": "success"})
+    assert wait_for(lambda: receiver.requests)
+    body = receiver.requests[0][1]
+    assert body["url"] == body["public_url"] == f"{live.tasks_url}{task['id']}/"
