@@ -123,6 +123,17 @@ def run_server(app: Any, sock: socket.socket, **uvicorn_options: Any) -> None:
 @click.option(
     "--delivery-backoff", envvar="TASKREPORT_SERVE_DELIVERY_BACKOFF", type=float, default=5.0, show_default=True
 )
+@click.option(
+    "--allow-private-webhooks",
+    envvar="TASKREPORT_SERVE_ALLOW_PRIVATE_WEBHOOKS",
+    is_flag=True,
+    help="Let webhooks reach loopback, private and link-local addresses (refused by default).",
+)
+@click.option(
+    "--email-domains",
+    envvar="TASKREPORT_SERVE_EMAIL_DOMAINS",
+    help="Comma-separated domains email actions may send to [default: any address].",
+)
 @click.option("--smtp-host", envvar="TASKREPORT_SERVE_SMTP_HOST", help="SMTP server for email actions.")
 @click.option("--smtp-port", envvar="TASKREPORT_SERVE_SMTP_PORT", type=int, default=25, show_default=True)
 @click.option("--smtp-from", envvar="TASKREPORT_SERVE_SMTP_FROM", default="taskreport@localhost", show_default=True)
@@ -159,6 +170,11 @@ def serve(**opts: Any) -> None:
             password=opts["smtp_password"],
             starttls=opts["smtp_starttls"],
         )
+    email_domains = None
+    if opts["email_domains"] is not None:
+        email_domains = frozenset(d for d in opts["email_domains"].split(",") if d.strip())
+        if not email_domains:
+            raise click.BadParameter("give at least one domain", param_hint="--email-domains")
     url = local_url(opts["host"], opts["port"], tls)
     base_url = opts["base_url"].rstrip("/") if opts["base_url"] else None
     sock = bind_socket(opts["host"], opts["port"])
@@ -173,6 +189,8 @@ def serve(**opts: Any) -> None:
         delivery_attempts=opts["delivery_attempts"],
         delivery_backoff=opts["delivery_backoff"],
         smtp=smtp,
+        allow_private_webhooks=opts["allow_private_webhooks"],
+        email_domains=email_domains,
     )
     app = create_app(settings)
     made = bootstrap(app.store, opts["organization"], opts["project"], opts["username"], opts["password"])

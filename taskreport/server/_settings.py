@@ -56,7 +56,18 @@ class ServerSettings:
     #: first retry delay; doubled on each further attempt
     delivery_backoff: float = 5.0
     webhook_timeout: float = 10.0
+    #: let webhooks reach loopback, private, link-local and other non-public addresses. Off: a token could
+    #: otherwise make the server POST to services only its own network can reach
+    allow_private_webhooks: bool = False
+    #: the domains email actions may send to (lower case); None: any address
+    email_domains: frozenset[str] | None = None
     smtp: SmtpSettings | None = None
     max_body_bytes: int = MAX_BODY_BYTES
     #: writes committed together at most, by the group-commit writer
     max_batch: int = 256
+
+    def __post_init__(self) -> None:
+        if self.email_domains is not None:
+            # compared with the lower-cased domain of each address; any iterable of names is accepted
+            domains = frozenset(d.strip().lower().rstrip(".") for d in self.email_domains if d.strip())
+            object.__setattr__(self, "email_domains", domains)

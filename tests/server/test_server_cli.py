@@ -176,3 +176,23 @@ def test_serve_without_the_server_extra_names_the_install_command(monkeypatch: p
     result = CliRunner().invoke(serve, ["--port", "0"])
     assert result.exit_code == 1
     assert "pip install 'taskreport[server]'" in result.output
+
+
+def test_webhook_and_email_limits_are_options(launches: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+    default = CliRunner().invoke(serve, ["--port", "0"])
+    assert default.exit_code == 0, default.output
+    settings = launches[-1]["app"].settings
+    assert settings.allow_private_webhooks is False and settings.email_domains is None
+    given = CliRunner().invoke(
+        serve, ["--port", "0", "--allow-private-webhooks", "--email-domains", "Example.com, ops.example.org"]
+    )
+    assert given.exit_code == 0, given.output
+    settings = launches[-1]["app"].settings
+    assert settings.allow_private_webhooks is True
+    assert settings.email_domains == {"example.com", "ops.example.org"}
+    monkeypatch.setenv("TASKREPORT_SERVE_ALLOW_PRIVATE_WEBHOOKS", "1")
+    monkeypatch.setenv("TASKREPORT_SERVE_EMAIL_DOMAINS", "example.net")
+    assert CliRunner().invoke(serve, ["--port", "0"]).exit_code == 0
+    settings = launches[-1]["app"].settings
+    assert settings.allow_private_webhooks is True and settings.email_domains == {"example.net"}
+    assert CliRunner().invoke(serve, ["--port", "0", "--email-domains", " , "]).exit_code == 2
