@@ -11,6 +11,7 @@ from ._config import Config
 from ._context import current_task
 from ._errors import (
     ConfigurationError,
+    Forbidden,
     MethodNotAllowed,
     NotAcceptable,
     NotFound,
@@ -37,6 +38,7 @@ __all__ = [
     "Client",
     "Config",
     "ConfigurationError",
+    "Forbidden",
     "MethodNotAllowed",
     "NotAcceptable",
     "NotFound",

@@ -108,7 +108,9 @@ class Client:
             if actions:
                 task._dirty["actions"] = actions
             self.flusher.merged += 1
-            self.flusher.add(task, status in ("success", "error", "cancelled"))
+            self.flusher.add(task, status in TERMINAL)
+        if status in TERMINAL:
+            self.flusher.wake()
         return task
 
     def attach(self, task_id: str) -> Task:
@@ -157,13 +159,16 @@ class Client:
             return True
         timeout = self.config.exit_timeout if timeout is None else timeout
         delivered = self.flusher.flush(timeout) if not self.disabled else True
-        if not delivered and self.config.spool:
-            self._spool_undelivered()
-        self.flusher.close()
-        with self.flusher.lock:
-            # what was left is spooled (or lost with spooling off); a later change to one of these handles
-            # must reach Flusher.add, which hands it to the current client
-            self.flusher.pending = {}
+        fl = self.flusher
+        with fl.lock:
+            # closed and snapshot in one step: a change made from now on is handed to the current client
+            # (or, at exit, spooled on its own), never left in a pending map nobody sends
+            fl.closed = True
+            left = fl.undelivered() if not delivered and self.config.spool else []
+            fl.pending = {}
+        if left:
+            self._spool_undelivered(left)
+        fl.close()
         with contextlib.suppress(Exception):  # closing must not fail an exit
             self.transport.close()
         return delivered
@@ -185,12 +190,9 @@ class Client:
         with contextlib.suppress(Exception):
             self.transport.close()
 
-    def _spool_undelivered(self) -> None:
+    def _spool_undelivered(self, items: list[tuple[Task, dict[str, Any]]]) -> None:
         from . import _spool
 
-        items = self.flusher.undelivered()
-        if not items:
-            return
         try:
             path = _spool.write(self.config, items)
         except OSError as exc:
@@ -298,7 +300,12 @@ def get_client() -> Client:
         return client
     with _lock:
         if _client is None:
-            _client = _new_client(resolve())
+            try:
+                _client = _new_client(resolve())
+            except ConfigurationError as exc:
+                # nobody called init(): a broken environment or config file must not break the user's code
+                logger.error("taskreport: reporting is off for this process: %s", exc)
+                _client = Client(Config(disabled=True))
         return _client
 
 

@@ -8,17 +8,20 @@ import dataclasses
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from ._errors import ConfigurationError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
+
+def _tomllib() -> Any:
+    # imported when a config file is read, not with the package
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on 3.10 only
+        import tomli as tomllib
+    return tomllib
 
 LOCAL_ORGANIZATION = "local"
 DEFAULT_PROJECT = "default"
@@ -64,13 +67,14 @@ def data_home() -> Path:
 
 def read_config_file(path: Path | None = None) -> dict[str, Any]:
     path = path or config_path()
+    toml = _tomllib()
     try:
         with open(path, "rb") as fh:
-            values: dict[str, Any] = tomllib.load(fh)
+            values: dict[str, Any] = toml.load(fh)
             return values
     except FileNotFoundError:
         return {}
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, toml.TOMLDecodeError) as exc:
         raise ConfigurationError(f"cannot read config file {path}: {exc}") from None
 
 
@@ -93,6 +97,8 @@ def write_config_file(values: Mapping[str, Any], path: Path | None = None) -> Pa
             continue
         rendered = _toml_string(value) if isinstance(value, str) else str(value).lower()
         lines.append(f"{key} = {rendered}")
+    import tempfile
+
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".config-", suffix=".toml")
     try:
         os.fchmod(fd, 0o600)

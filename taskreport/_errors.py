@@ -6,13 +6,13 @@ maps to one class here, so callers can catch what they care about and servers ca
 
 from __future__ import annotations
 
-import email.utils
 import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 __all__ = [
     "ConfigurationError",
+    "Forbidden",
     "MethodNotAllowed",
     "NotAcceptable",
     "NotFound",
@@ -80,6 +80,13 @@ class Unauthorized(TaskReportError):
     default_code = "authentication_failed"
 
 
+class Forbidden(TaskReportError):
+    """Authenticated, but not allowed (403): unlike 401, it says nothing about the token as a whole."""
+
+    status_code = 403
+    default_code = "permission_denied"
+
+
 class RequestFailed(TaskReportError):
     """The parameters were valid but the request failed (402)."""
 
@@ -145,7 +152,7 @@ _BY_STATUS: dict[int, type[TaskReportError]] = {
     400: ValidationError,
     401: Unauthorized,
     402: RequestFailed,
-    403: Unauthorized,
+    403: Forbidden,
     404: NotFound,
     405: MethodNotAllowed,
     406: NotAcceptable,
@@ -153,6 +160,22 @@ _BY_STATUS: dict[int, type[TaskReportError]] = {
     415: UnsupportedMediaType,
     429: RateLimited,
 }
+
+
+#: answers that say the service is briefly unable, not that the request is wrong
+TRANSIENT_STATUSES = frozenset({408, 429, 502, 503, 504})
+#: answers that say the whole service is down or pushing back, not just this one request
+SERVICE_DOWN_STATUSES = frozenset({429, 502, 503, 504})
+
+
+def is_transient(exc: TaskReportError) -> bool:
+    """Worth sending the same request again later: unreachable, timed out, throttled or unavailable."""
+    return isinstance(exc, TransportError) or exc.status_code in TRANSIENT_STATUSES
+
+
+def is_service_down(exc: TaskReportError) -> bool:
+    """The next request would fail the same way, whatever it is."""
+    return isinstance(exc, TransportError) or exc.status_code in SERVICE_DOWN_STATUSES
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -164,6 +187,8 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         return max(0.0, float(value))
     except ValueError:
         pass
+    import email.utils  # only for an HTTP-date Retry-After
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

@@ -23,16 +23,18 @@ from . import _spool
 from ._errors import (
     NotFound,
     RateLimited,
+    ServerError,
     TaskReportError,
     TransportError,
     Unauthorized,
     ValidationError,
+    is_transient,
 )
 from ._models import TaskRecord
 from ._ratelog import RateLimitedLog
 from ._status import TERMINAL
 from ._transport import Op
-from ._validation import validate_task_field
+from ._validation import validate_actions, validate_task_field
 
 if TYPE_CHECKING:
     from ._client import Client
@@ -50,10 +52,8 @@ URGENT_RETRY = 0.25
 
 
 def _retryable(exc: TaskReportError) -> bool:
-    if isinstance(exc, (TransportError, RateLimited)):
-        return True
-    status = exc.status_code or 0
-    return status == 408 or status >= 500
+    # a 500 is retried too: the latest state is kept and sent again, never thrown away on a server bug
+    return is_transient(exc) or (exc.status_code or 0) >= 500
 
 
 class Flusher:
@@ -90,6 +90,8 @@ class Flusher:
         self.gen = object()
         self.inflight: list[tuple[Task, dict[str, Any]]] = []
         self.heartbeats: weakref.WeakKeyDictionary[Task, float] = weakref.WeakKeyDictionary()
+        #: tasks whose heartbeat is due: sent with no fields, which only moves ``updated`` on the service
+        self.touches: set[Task] = set()
         self.thread: threading.Thread | None = None
         self.pid = os.getpid()
         self.paused_until = 0.0
@@ -107,9 +109,9 @@ class Flusher:
         if self.disabled:
             return
         if len(self.pending) >= self.max_pending and not terminal:
-            # memory stays bounded by the number of tasks; the next change to this task, or its end, gets in
+            # memory stays bounded by the number of tasks: this task waits, its changes kept on it, until a
+            # later change (or its end) finds room, and then carries them all
             self.dropped += 1
-            task._dirty = {}
             return
         self.pending[task] = None
         if self.thread is None or len(self.pending) >= BATCH_WAKE:
@@ -124,6 +126,15 @@ class Flusher:
         # after shutdown() the next call starts afresh, as any other call would
         successor = current_client() or (None if sys.is_finalizing() else get_client())
         if successor is None or successor.flusher is self or successor.disabled:
+            # nobody left to send it (a change racing the exit): an end is still never lost
+            if terminal and self.client.config.spool and not self.disabled:
+                fields = {**task._state, **task._dirty} if task._id is None else dict(task._dirty)
+                try:
+                    _spool.write(self.client.config, [(task, fields)])
+                    self.spooled += 1
+                    return
+                except OSError:
+                    pass
             self.dropped += 1
             return
         fl = successor.flusher
@@ -173,34 +184,31 @@ class Flusher:
         self.lock.release()
 
     def after_fork_child(self) -> None:
-        heartbeats = dict(self.heartbeats)
+        # the parent keeps sending what was pending, and keeps its tasks' heartbeats: a child's would say a
+        # task is alive after the parent ended it
         self._reset()
         self.log = RateLimitedLog(self.log.interval)
-        # the parent keeps sending what was pending; a heartbeat follows the task into the child
-        for task, every in heartbeats.items():
-            self.heartbeats[task] = every
         self.client.transport.after_fork()
 
     # -- the thread ----------------------------------------------------------------------------------
     def _run(self) -> None:
         self._claim_spool()
-        while not self._stopping():
-            wait = self.interval * random.uniform(0.9, 1.1)
-            if self.heartbeats:
-                wait = min(wait, min(self.heartbeats.values()) / 2)
-            self.event.wait(wait)
-            self.event.clear()
-            if self._stopping():  # close() woke us
-                break
+        while True:
             try:
+                wait = self.interval * random.uniform(0.9, 1.1)
+                with self.lock:
+                    shortest = min(self.heartbeats.values(), default=None)
+                if shortest is not None:
+                    wait = min(wait, shortest / 2)
+                self.event.wait(wait)
+                self.event.clear()
+                if self.closed:
+                    break
                 self.cycle()
-            except Exception:  # pragma: no cover - a bug in taskreport must not kill reporting
+            except Exception:  # pragma: no cover - a bug in taskreport must not stop reporting
                 logger.exception("taskreport: flusher cycle failed")
                 if self.strict:
                     raise
-
-    def _stopping(self) -> bool:
-        return self.closed
 
     def cycle(self, *, honour_backoff: bool = True) -> bool:
         """Send everything that is due. True when nothing is left pending."""
@@ -246,16 +254,32 @@ class Flusher:
         finally:
             with self.lock:
                 self.inflight = []
+                self.touches.clear()
                 left = bool(self.pending)
         self._release_spool_claims()
         return not left
 
     def _deliver(self, batch: list[tuple[Task, dict[str, Any]]]) -> None:
+        try:
+            self._deliver_rounds(batch)
+        except Exception:
+            # a bug or an odd answer must not lose the batch: what is not settled goes back to pending
+            logger.exception("taskreport: delivery failed unexpectedly; the changes are kept")
+            with self.lock:
+                unsettled = list(self.inflight)
+            for task, fields in unsettled:
+                self._requeue(task, fields)
+            self._settle([task for task, _ in unsettled])
+            if self.strict:
+                raise
+
+    def _deliver_rounds(self, batch: list[tuple[Task, dict[str, Any]]]) -> None:
         # parents are created before their children: each round sends what has no unsent parent
         remaining = batch
         while remaining:
             ready: list[tuple[Task, Op]] = []
             later: list[tuple[Task, dict[str, Any]]] = []
+            skipped: list[Task] = []
             for task, fields in remaining:
                 parent = fields.get("parent")
                 if parent is not None and not isinstance(parent, str):
@@ -267,49 +291,41 @@ class Flusher:
                         del fields["parent"]
                         self.log.log(
                             logging.WARNING,
-                            "orphan-child",
-                            "taskreport: %r is sent without its parent %r, which was created before this process "
-                            "forked and never sent from here",
+                            "parent",
+                            "taskreport: %r is sent without its parent %r, which could not be created from this "
+                            "process (rejected, or made before a fork and never sent from here)",
                             task,
                             parent,
                         )
                 op = self._op(task, fields)
-                if op is not None:
+                if op is None:
+                    skipped.append(task)
+                else:
                     ready.append((task, op))
-            if not ready:
-                for task, fields in later:
-                    parent = fields["parent"]
-                    if parent._failed:
-                        self.log.log(
-                            logging.ERROR,
-                            "parent",
-                            "taskreport: dropping the parent of %r: the parent task could not be created",
-                            task,
-                        )
-                        fields = {k: v for k, v in fields.items() if k != "parent"}
-                        op = self._op(task, fields)
-                        if op is not None:
-                            ready.append((task, op))
-                    else:
-                        # the parent is pending elsewhere (retrying): try again next cycle
-                        self._requeue(task, fields)
-                if not ready:
-                    return
-                later = []
-            self._send(ready)
-            if time.monotonic() < self.paused_until or self.backoff_until > time.monotonic():
+            self._settle(skipped)
+            if ready:
+                self._send(ready)
+            if not ready or time.monotonic() < max(self.paused_until, self.backoff_until):
+                # parents still pending elsewhere, or the service failed or asked us to wait: next cycle
                 for task, fields in later:
                     self._requeue(task, fields)
+                self._settle([task for task, _ in later])
                 return
             remaining = later
+
+    def _settle(self, tasks: list[Task]) -> None:
+        """Drop tasks whose op got its answer from ``inflight``, so an exit spools only what is unsettled."""
+        if not tasks:
+            return
+        done = {id(t) for t in tasks}
+        with self.lock:
+            self.inflight = [(t, f) for t, f in self.inflight if id(t) not in done]
 
     def _op(self, task: Task, fields: dict[str, Any]) -> Op | None:
         clean: dict[str, Any] = {}
         for key, value in fields.items():
             try:
                 if key == "actions":
-                    from ._validation import validate_actions
-
                     clean[key] = validate_actions(value)
                 else:
                     clean[key] = validate_task_field(key, value)
@@ -321,7 +337,7 @@ class Flusher:
         if task._id is None and "name" not in clean:
             task._failed = True
             return None
-        if task._id is not None and not clean:
+        if task._id is not None and not clean and task not in self.touches:
             return None
         if task._id is None and task._key is None:
             task._key = uuid.uuid4().hex
@@ -339,11 +355,14 @@ class Flusher:
         self.requests += len([r for r in results if not isinstance(r, TaskReportError) or r.status_code])
         any_ok = backoff = False
         for (task, op), result in zip(ready, results, strict=True):
+            if not isinstance(result, TaskReportError) and not (isinstance(result, dict) and result.get("id")):
+                result = ServerError(f"the service answered without a task: {str(result)[:100]!r}", status_code=502)
             if isinstance(result, TaskReportError):
                 backoff |= self._failed_op(task, op, result)
             else:
                 any_ok = True
                 self._sent(task, result)
+        self._settle([task for task, _ in ready])
         if any_ok:
             self.failures = 0
             self.backoff_until = 0.0
@@ -430,7 +449,7 @@ class Flusher:
                     del self.heartbeats[task]
                     continue
                 if task._id is not None and now - task._last_sent >= every and task not in self.pending:
-                    task._dirty["status"] = status or "pending"
+                    self.touches.add(task)
                     self.pending[task] = None
 
     # -- flushing and closing ------------------------------------------------------------------------
@@ -473,17 +492,22 @@ class Flusher:
         return not left
 
     def undelivered(self) -> list[tuple[Task, dict[str, Any]]]:
-        """What is still pending or in flight, with the fields a new process would need to send it."""
-        with self.lock:
-            out: list[tuple[Task, dict[str, Any]]] = []
-            seen: set[int] = set()
-            for task, fields in self.inflight:
-                seen.add(id(task))
-                out.append((task, {**fields, **task._dirty}))
-            for task in self.pending:
-                if id(task) not in seen:
-                    out.append((task, {**task._state, **task._dirty} if task._id is None else dict(task._dirty)))
-            return out
+        """What is still pending or in flight, with the fields a new process would need to send it.
+        Call with the lock held."""
+        out: list[tuple[Task, dict[str, Any]]] = []
+        seen: set[int] = set()
+        for task, fields in self.inflight:
+            seen.add(id(task))
+            dirty = task._dirty
+            merged = {**fields, **dirty}
+            actions = [*(fields.get("actions") or ()), *(dirty.get("actions") or ())]
+            if actions:
+                merged["actions"] = actions
+            out.append((task, merged))
+        for task in self.pending:
+            if id(task) not in seen:
+                out.append((task, {**task._state, **task._dirty} if task._id is None else dict(task._dirty)))
+        return out
 
     def close(self) -> None:
         self.closed = True

@@ -17,11 +17,13 @@ from requests.adapters import HTTPAdapter
 
 from ._errors import (
     ConfigurationError,
-    RateLimited,
+    ServerError,
     TaskReportError,
     TransportError,
+    ValidationError,
     error_from_response,
-    parse_retry_after,
+    is_service_down,
+    is_transient,
 )
 from ._timeutil import to_iso
 from ._transport import Op, PageResult, Row
@@ -29,13 +31,13 @@ from ._version import __version__
 
 logger = logging.getLogger("taskreport")
 
-RETRY_STATUSES = frozenset({408, 429, 502, 503, 504})
 _TIME_FIELDS = ("start_time", "end_time")
 
 
 def is_loopback(host: str) -> bool:
     host = host.strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
+    # only the name itself: a resolver may send *.localhost to DNS, and so to another machine
+    if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -152,22 +154,31 @@ class HttpTransport:
             )
         except requests.RequestException as exc:
             raise TransportError(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
-        if response.status_code >= 400:
+        status = response.status_code
+        if status >= 400:
             try:
                 payload = response.json()
             except ValueError:
                 payload = None
-            raise error_from_response(response.status_code, payload, response.headers)
-        if response.status_code == 204 or not response.content:
+            raise error_from_response(status, payload, response.headers)
+        if status >= 300:
+            # redirects are not followed (they would carry the token elsewhere): a proxy or a moved service
+            raise TaskReportError(
+                f"{method} {url}: unexpected redirect ({status}) to {response.headers.get('Location')!r}",
+                status_code=status,
+                code="redirect",
+            )
+        if status == 204:
             return None
         try:
             return response.json()
         except ValueError as exc:
-            raise TransportError(f"{method} {url}: the response is not JSON") from exc
+            raise ServerError(f"{method} {url}: the response is not JSON", status_code=status) from exc
 
-    def _delay(self, attempt: int, exc: TaskReportError) -> float:
+    def _delay(self, attempt: int, exc: TaskReportError) -> float | None:
+        """Seconds to wait before the next attempt, or None when the service asks for longer than we wait."""
         if exc.retry_after is not None:
-            return exc.retry_after
+            return exc.retry_after if exc.retry_after <= self.max_backoff else None
         cap = min(self.max_backoff, self.backoff * 2**attempt)
         return random.uniform(cap / 2, cap)
 
@@ -179,10 +190,11 @@ class HttpTransport:
             try:
                 return self._request_once(method, url, body, params, headers)
             except TaskReportError as exc:
-                retryable = isinstance(exc, TransportError) or exc.status_code in RETRY_STATUSES
-                if not retryable or attempt >= self.retries:
+                if not is_transient(exc) or attempt >= self.retries:
                     raise
                 delay = self._delay(attempt, exc)
+                if delay is None:
+                    raise  # the caller can read exc.retry_after and decide
                 logger.debug("taskreport: %s %s failed (%s); retrying in %.2fs", method, url, exc, delay)
                 time.sleep(delay)
                 attempt += 1
@@ -192,15 +204,23 @@ class HttpTransport:
         for i, op in enumerate(ops):
             try:
                 body = encode_fields(op.fields)
+            except (TypeError, ValueError, OverflowError) as exc:
+                # this op can never be sent as it is; the others can
+                results.append(ValidationError(f"cannot be encoded: {exc}"))
+                continue
+            try:
                 if op.task_id is None:
                     key = {"Idempotency-Key": op.idempotency_key} if op.idempotency_key else None
-                    results.append(self._request_once("POST", self.tasks_url, body, headers=key))
+                    row = self._request_once("POST", self.tasks_url, body, headers=key)
                 else:
-                    results.append(self._request_once("PATCH", self._task_url(op.task_id), body))
+                    row = self._request_once("PATCH", self._task_url(op.task_id), body)
+                if not isinstance(row, dict) or "id" not in row:
+                    raise ServerError(f"the service answered without a task: {str(row)[:100]!r}", status_code=502)
+                results.append(row)
             except TaskReportError as exc:
                 results.append(exc)
-                if isinstance(exc, (TransportError, RateLimited)) or (exc.status_code or 0) >= 500:
-                    # the service is down or pushing back: don't spend a timeout on each remaining op
+                if is_service_down(exc):
+                    # don't spend a timeout on each remaining op; a 500 is this request's, so the rest go on
                     results.extend([exc] * (len(ops) - i - 1))
                     break
         return results
@@ -257,7 +277,3 @@ class HttpTransport:
 
     def cancel_action(self, task_id: str, action_id: int) -> None:
         self.request("DELETE", f"{self._actions_url(task_id)}{int(action_id)}/")
-
-
-def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    return parse_retry_after(headers.get("Retry-After"))

@@ -28,8 +28,3 @@ class RateLimitedLog:
         if suppressed:
             msg += f" ({suppressed} similar messages suppressed)"
         logger.log(level, msg, *args)
-
-    def reset(self) -> None:
-        with self._lock:
-            self._last.clear()
-            self._suppressed.clear()

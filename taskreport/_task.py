@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 _T = TypeVar("_T")
 #: fields whose update needs more than a plain merge
-_SPECIAL = frozenset({"status", "data", "tags", "actions", "parent"})
+_SPECIAL = frozenset({"status", "data", "tags", "actions"})
 _UNSET: Any = object()
 #: longest traceback kept in an error task's data
 TRACEBACK_LIMIT = 8000
@@ -242,6 +242,8 @@ class Task:
         if "status" in fields:
             status = getattr(fields["status"], "value", fields["status"])
             fields["status"] = status
+            if not isinstance(status, str):
+                return False  # invalid: the flusher logs it and drops the field; the hot path never raises
             now = time.time()
             if status in RUNNING and self._get("start_time") is None and "start_time" not in fields:
                 fields["start_time"] = now
@@ -258,7 +260,9 @@ class Task:
                 if isinstance(new, Mapping) and isinstance(old, Mapping):
                     fields[key] = {**old, **new}
         if "actions" in fields:
-            fields["actions"] = [*self._dirty.get("actions", ()), *(fields["actions"] or ())]
+            queued, new = self._dirty.get("actions"), fields["actions"]
+            if isinstance(queued, list) and isinstance(new, list):
+                fields["actions"] = [*queued, *new]
         return terminal
 
     def _after_fork(self) -> None:

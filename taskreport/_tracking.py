@@ -8,10 +8,10 @@ tasks created inside it become its children. Reporting never changes what the us
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import inspect
 import logging
+import sys
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from types import TracebackType
 from typing import Any, TypeVar, overload
@@ -28,8 +28,14 @@ logger = logging.getLogger("taskreport")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: what ends a task as ``cancelled`` rather than ``error``: the work was stopped, it did not fail
-CANCELLING: tuple[type[BaseException], ...] = (KeyboardInterrupt, asyncio.CancelledError, GeneratorExit)
+def cancelling(exc: BaseException) -> bool:
+    """Whether ``exc`` ends a task as ``cancelled`` rather than ``error``: the work was stopped, it did not
+    fail. asyncio is looked up, not imported: code that was cancelled by it has imported it already, and
+    importing it here would cost every ``import taskreport`` ~15 ms."""
+    if isinstance(exc, (KeyboardInterrupt, GeneratorExit)):
+        return True
+    aio = sys.modules.get("asyncio")
+    return aio is not None and isinstance(exc, aio.CancelledError)
 
 
 # -- shared by the decorator, the context manager and progress() ---------------------------------------
@@ -61,7 +67,7 @@ def finish(task: Task, exc: BaseException | None, **fields: Any) -> None:
     try:
         if exc is None:
             task.success(**fields)
-        elif isinstance(exc, CANCELLING):
+        elif cancelling(exc):
             task.cancel(**fields)
         elif isinstance(exc, SystemExit) and exc.code in (None, 0):
             # sys.exit() or sys.exit(0) from tracked code is a normal end of the work

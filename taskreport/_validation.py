@@ -16,6 +16,9 @@ from ._status import VALUES as STATUS_VALUES
 from ._timeutil import parse_timestamp
 
 INT64_MAX = 2**63 - 1
+#: the epoch seconds a datetime can represent (years 1 to 9999, UTC)
+EPOCH_MIN = -62135596800.0
+EPOCH_MAX = 253402300799.0
 INT32_MAX = 2**31 - 1
 
 #: Fields a client may write on a task.
@@ -52,6 +55,9 @@ def _string(field: str, value: Any, *, min_len: int = 0, max_len: int = 255, nul
         raise ValidationError(f"must have at least {min_len} characters.", attr=field, code="min_length")
     if len(value) > max_len:
         raise ValidationError(f"must have at most {max_len} characters.", attr=field, code="max_length")
+    if "\x00" in value:
+        # PostgreSQL text can't hold NUL: refused here rather than as a server error on every retry
+        raise ValidationError("may not contain NUL characters.", attr=field, code="null_characters_not_allowed")
     return value
 
 
@@ -111,8 +117,9 @@ def _timestamp(field: str, value: Any) -> float | None:
         raise ValidationError(
             f"must be a datetime or an ISO 8601 string, not {value!r}.", attr=field, code="invalid"
         ) from None
-    if not math.isfinite(epoch):
-        raise ValidationError("must be a finite time.", attr=field)
+    if not math.isfinite(epoch) or not EPOCH_MIN <= epoch <= EPOCH_MAX:
+        # milliseconds passed as seconds land here: far outside what a datetime can show
+        raise ValidationError("must be a time between the years 1 and 9999.", attr=field)
     return epoch
 
 

@@ -11,7 +11,7 @@ import socket
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -41,6 +41,8 @@ class FaultProxy:
         self.upstream_port = parts.port or 80
         self.seen: list[Seen] = []
         self.faults: list[Fault] = []
+        #: (predicate on method, path, JSON body; fault) answered every time the predicate holds
+        self.rules: list[tuple[Callable[[str, str, Any], bool], Fault]] = []
         self.delay = 0.0
         self.refusing = False
         #: TCP connections accepted, to check keep-alive
@@ -62,6 +64,13 @@ class FaultProxy:
                     "errors": [{"code": "error", "detail": f"injected {status}", "attr": None}]}
         with self._lock:
             self.faults.extend(Fault(status, body, dict(headers or {})) for _ in range(times))
+
+    def fail_when(self, predicate: Callable[[str, str, Any], bool], status: int) -> None:
+        """Answer ``status`` to every request for which ``predicate(method, path, body)`` holds."""
+        body = {"type": "server_error" if status >= 500 else "client_error",
+                "errors": [{"code": "error", "detail": f"injected {status}", "attr": None}]}
+        with self._lock:
+            self.rules.append((predicate, Fault(status, body, {})))
 
     def requests(self, method: str | None = None) -> list[Seen]:
         with self._lock:
@@ -106,6 +115,8 @@ class FaultProxy:
                     body = raw
                 with proxy._lock:
                     fault = proxy.faults.pop(0) if proxy.faults else None
+                    if fault is None:
+                        fault = next((f for rule, f in proxy.rules if rule(self.command, self.path, body)), None)
                 if proxy.delay:
                     time.sleep(proxy.delay)
                 if fault is not None:

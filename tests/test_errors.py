@@ -14,6 +14,7 @@ import pytest
 from taskreport import _errors
 from taskreport._errors import (
     ConfigurationError,
+    Forbidden,
     MethodNotAllowed,
     NotAcceptable,
     NotFound,
@@ -55,7 +56,7 @@ MAPPING = [
     (400, ValidationError),
     (401, Unauthorized),
     (402, RequestFailed),
-    (403, Unauthorized),
+    (403, Forbidden),
     (404, NotFound),
     (405, MethodNotAllowed),
     (406, NotAcceptable),

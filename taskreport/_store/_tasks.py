@@ -323,8 +323,6 @@ class TaskOps:
         for key in _PLAIN:
             if key in fields:
                 changed[key] = fields[key]
-        if "value_max" in changed and changed["value_max"] is None:
-            del changed["value_max"]
         new.update(changed)
         _apply_status_rules(new, old, fields, now, created=old["created"])
         for key in ("start_time", "end_time", "time_to_start"):
