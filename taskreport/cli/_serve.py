@@ -114,6 +114,13 @@ def run_server(app: Any, sock: socket.socket, **uvicorn_options: Any) -> None:
 )
 @click.option("--rate-limit", envvar="TASKREPORT_SERVE_RATE_LIMIT", help="Per token, e.g. 100/s or 6000/minute.")
 @click.option(
+    "--login-rate-limit",
+    envvar="TASKREPORT_SERVE_LOGIN_RATE_LIMIT",
+    default="10/minute",
+    show_default=True,
+    help="POST /api/authenticate/ attempts per client address, e.g. 5/minute; 'off' for none.",
+)
+@click.option(
     "--token-cache-seconds", envvar="TASKREPORT_SERVE_TOKEN_CACHE", type=float, default=5.0, show_default=True
 )
 @click.option("--sweep-interval", envvar="TASKREPORT_SERVE_SWEEP_INTERVAL", type=float, default=30.0, show_default=True)
@@ -160,6 +167,12 @@ def serve(**opts: Any) -> None:
         rate_limit = RateLimit.parse(opts["rate_limit"]) if opts["rate_limit"] else None
     except ConfigurationError as exc:
         raise click.BadParameter(str(exc), param_hint="--rate-limit") from None
+    login_rate_limit = None
+    if opts["login_rate_limit"].strip().lower() not in ("off", "none", "0"):
+        try:
+            login_rate_limit = RateLimit.parse(opts["login_rate_limit"])
+        except ConfigurationError as exc:
+            raise click.BadParameter(str(exc), param_hint="--login-rate-limit") from None
     smtp = None
     if opts["smtp_host"]:
         smtp = SmtpSettings(
@@ -184,6 +197,7 @@ def serve(**opts: Any) -> None:
         # the links in webhook and email deliveries when there is no base URL: never a request's Host
         bind_url=local_url(opts["host"], sock.getsockname()[1], tls),
         rate_limit=rate_limit,
+        login_rate_limit=login_rate_limit,
         token_cache_seconds=opts["token_cache_seconds"],
         sweep_interval=opts["sweep_interval"],
         delivery_attempts=opts["delivery_attempts"],

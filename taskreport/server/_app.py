@@ -76,6 +76,8 @@ _ROUTES: list[tuple[re.Pattern[str], str, tuple[str, ...]]] = [
 _PUBLIC = frozenset({"ping", "schema", "authenticate"})
 _SCHEMA_TYPES = ("application/vnd.oai.openapi", "application/yaml", JSON_TYPE, "application/vnd.oai.openapi+json")
 _FORM_TYPE = "application/x-www-form-urlencoded"
+#: the name of the tokens ``POST /api/authenticate/`` issues
+_LOGIN_TOKEN = "authenticate"
 
 
 class _NotAllowed(MethodNotAllowed):
@@ -156,6 +158,7 @@ class TaskServer:
         self.writer = Writer(self.store, max_batch=settings.max_batch, on_commit=self.deliverer.wake)
         self.tokens = TokenCache(settings.token_cache_seconds)
         self.limiter = RateLimiter(settings.rate_limit) if settings.rate_limit else None
+        self.login_limiter = RateLimiter(settings.login_rate_limit) if settings.login_rate_limit else None
         self._scopes: dict[tuple[str, str], ProjectScope] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._started = False
@@ -236,6 +239,9 @@ class TaskServer:
             raise NotAcceptable("Could not satisfy the request Accept header.")
         if route not in _PUBLIC:
             ctx.info = await self._authenticate(request)
+        elif route == "authenticate" and self.login_limiter is not None:
+            # per address, since there is no token yet: every attempt runs scrypt, and guesses must be slow
+            self.login_limiter.check(request.client.host if request.client else "")
         method = "GET" if ctx.method == "HEAD" else ctx.method
         if method not in methods:
             raise _NotAllowed(ctx.method, methods)
@@ -343,13 +349,25 @@ class TaskServer:
         if user is None:
             raise authentication_failed()
 
-        def issue(tx: Tx) -> tuple[list[str], str]:
+        def issue(tx: Tx) -> tuple[list[str], str, list[str]]:
             accounts = tx.organization_slugs(user["id"])
             if not accounts:
                 raise authentication_failed("User has no organization.")
-            return accounts, tx.create_token(accounts[0], user_id=user["id"], name="authenticate")
+            token = tx.create_token(accounts[0], user_id=user["id"], name=_LOGIN_TOKEN)
+            # tokens are stored hashed, so a login can not hand back an earlier one: each login makes a new
+            # one and the oldest beyond the cap are revoked, so that logins in a loop do not pile up keys
+            live = tx.cur.all(
+                "SELECT id, key_hash FROM tokens WHERE user_id = ? AND name = ? AND revoked IS NULL ORDER BY id DESC",
+                (user["id"], _LOGIN_TOKEN),
+            )
+            old = live[max(1, self.settings.login_tokens_per_user) :]
+            for row in old:
+                tx.revoke_token(row["id"])
+            return accounts, token, [row["key_hash"] for row in old]
 
-        accounts, token = await self._write(issue)
+        accounts, token, revoked = await self._write(issue)
+        for digest in revoked:
+            self.tokens.drop(digest)
         body = {
             "account": accounts[0],
             "token": token,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 from .._errors import RateLimited, Unauthorized
 from .._store import TokenInfo, hash_token
@@ -57,6 +57,9 @@ class TokenCache:
             return digest, entry[0]
         return digest, None
 
+    def drop(self, digest: str) -> None:
+        self._entries.pop(digest, None)
+
     def put(self, digest: str, info: TokenInfo) -> None:
         if self.ttl <= 0:
             return
@@ -66,25 +69,37 @@ class TokenCache:
 
 
 class RateLimiter:
-    """A token bucket per API token: ``requests`` at once, refilled evenly over ``period``."""
+    """A token bucket per key (an API token's id, a client's address): ``requests`` at once, refilled evenly
+    over ``period``."""
+
+    #: buckets kept before the full ones (keys idle for a whole period) are dropped
+    MAX_KEYS = 10_000
 
     def __init__(self, limit: RateLimit, clock: Callable[[], float] = time.monotonic) -> None:
         self.capacity = float(limit.requests)
         self.refill = limit.requests / limit.period
         self._clock = clock
-        self._buckets: dict[int, tuple[float, float]] = {}
+        self._buckets: dict[Hashable, tuple[float, float]] = {}
         self._lock = threading.Lock()
 
-    def check(self, token_id: int) -> None:
+    def check(self, key: Hashable) -> None:
         now = self._clock()
         with self._lock:
-            level, last = self._buckets.get(token_id, (self.capacity, now))
+            if len(self._buckets) >= self.MAX_KEYS and key not in self._buckets:
+                self._prune(now)
+            level, last = self._buckets.get(key, (self.capacity, now))
             level = min(self.capacity, level + (now - last) * self.refill)
             if level < 1.0:
-                self._buckets[token_id] = (level, now)
+                self._buckets[key] = (level, now)
                 wait = max(1, math.ceil((1.0 - level) / self.refill))
                 raise RateLimited(
                     f"Request was throttled. Expected available in {wait} second{'s' if wait != 1 else ''}.",
                     retry_after=wait,
                 )
-            self._buckets[token_id] = (level - 1.0, now)
+            self._buckets[key] = (level - 1.0, now)
+
+    def _prune(self, now: float) -> None:
+        # a bucket that has refilled is the same as no bucket; keys from many addresses must not grow forever
+        for key, (level, last) in list(self._buckets.items()):
+            if level + (now - last) * self.refill >= self.capacity:
+                del self._buckets[key]

@@ -48,6 +48,11 @@ class ServerSettings:
     #: Never a request's Host header: anyone, unauthenticated, could set it for every organization's links
     bind_url: str | None = None
     rate_limit: RateLimit | None = None
+    #: ``POST /api/authenticate/`` attempts per client address: each one costs an scrypt, and a limit is
+    #: what makes guessing passwords slow. None: unlimited
+    login_rate_limit: RateLimit | None = RateLimit(10, 60.0)
+    #: live tokens a user keeps from logins; a new login revokes the oldest beyond this many
+    login_tokens_per_user: int = 20
     #: how long a token lookup is reused: a revoked token keeps working for at most this long
     token_cache_seconds: float = 5.0
     sweep_interval: float = 30.0

@@ -9,6 +9,7 @@ import pytest
 from server_fixtures import LiveServer
 
 from taskreport._store import open_store
+from taskreport.server import RateLimit
 
 NOT_PROVIDED = {
     "type": "client_error",
@@ -130,3 +131,33 @@ def test_the_database_never_holds_a_key_or_password(live_server: LiveServer) -> 
         assert secret not in dump
         assert secret[4:20] not in dump
     assert "scrypt$" in dump
+
+
+def test_authenticate_is_rate_limited_per_client_address(server_factory: Any) -> None:
+    live = server_factory(login_rate_limit=RateLimit(3, 60.0))
+    live.create_user("ada", "correct horse battery")
+    url = f"{live.url}/api/authenticate/"
+    wrong = {"username": "ada", "password": "wrong password"}
+    assert [httpx.post(url, json=wrong).status_code for _ in range(3)] == [401, 401, 401]
+    # a guess with the right password is an attempt like any other once the limit is reached
+    throttled = httpx.post(url, json={"username": "ada", "password": "correct horse battery"})
+    assert throttled.status_code == 429
+    assert 1 <= int(throttled.headers["retry-after"]) <= 20
+    body = throttled.json()
+    assert body["type"] == "client_error" and body["errors"][0]["code"] == "throttled"
+    assert body["errors"][0]["attr"] is None
+    # tokens keep working: the limit is on logins only
+    assert httpx.get(live.tasks_url, headers=live.headers()).status_code == 200
+
+
+def test_each_user_keeps_a_bounded_number_of_login_tokens(server_factory: Any) -> None:
+    live = server_factory(login_tokens_per_user=3)
+    live.create_user("ada", "correct horse battery")
+    fixed = live.new_org_token("acme", "web")  # not a login token: never revoked by logins
+    credentials = {"username": "ada", "password": "correct horse battery"}
+    issued = [httpx.post(f"{live.url}/api/authenticate/", json=credentials).json()["token"] for _ in range(5)]
+    statuses = [httpx.get(live.tasks_url, headers=live.headers(token)).status_code for token in issued]
+    # the oldest logins are revoked, so repeated logins do not pile up live tokens
+    assert statuses == [401, 401, 200, 200, 200]
+    assert httpx.get(live.tasks_url, headers=live.headers(fixed)).status_code == 200
+    assert httpx.get(live.tasks_url, headers=live.headers()).status_code == 200

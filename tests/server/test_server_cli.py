@@ -196,3 +196,16 @@ def test_webhook_and_email_limits_are_options(launches: list[dict[str, Any]], mo
     settings = launches[-1]["app"].settings
     assert settings.allow_private_webhooks is True and settings.email_domains == {"example.net"}
     assert CliRunner().invoke(serve, ["--port", "0", "--email-domains", " , "]).exit_code == 2
+
+
+def test_login_rate_limit_option(launches: list[dict[str, Any]]) -> None:
+    assert CliRunner().invoke(serve, ["--port", "0"]).exit_code == 0
+    limit = launches[-1]["app"].settings.login_rate_limit
+    assert (limit.requests, limit.period) == (10, 60.0)
+    assert CliRunner().invoke(serve, ["--port", "0", "--login-rate-limit", "3/s"]).exit_code == 0
+    limit = launches[-1]["app"].settings.login_rate_limit
+    assert (limit.requests, limit.period) == (3, 1.0)
+    assert CliRunner().invoke(serve, ["--port", "0", "--login-rate-limit", "off"]).exit_code == 0
+    assert launches[-1]["app"].settings.login_rate_limit is None
+    bad = CliRunner().invoke(serve, ["--port", "0", "--login-rate-limit", "lots"])
+    assert bad.exit_code == 2 and "--login-rate-limit" in bad.output
