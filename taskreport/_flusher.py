@@ -481,7 +481,7 @@ class Flusher:
                 try:
                     finished = self.cycle(honour_backoff=False)
                 finally:
-                    transport.set_timeout(self.client.config.request_timeout)
+                    transport.set_timeout(None)
                 if not finished:
                     time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
         with self.lock:

@@ -100,7 +100,7 @@ class HttpTransport:
         self.base = url.rstrip("/")
         self.organization = organization
         self.project = project
-        self.timeout = timeout
+        self.timeout = self.default_timeout = timeout
         self.retries = retries
         self.backoff = backoff
         self.max_backoff = max_backoff
@@ -141,8 +141,8 @@ class HttpTransport:
             session.close()
             self._local.session = None
 
-    def set_timeout(self, seconds: float) -> None:
-        self.timeout = max(0.05, seconds)
+    def set_timeout(self, seconds: float | None) -> None:
+        self.timeout = self.default_timeout if seconds is None else max(0.05, seconds)
 
     # -- requests ----------------------------------------------------------------------------------
     def _request_once(

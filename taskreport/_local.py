@@ -9,9 +9,18 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from ._errors import TaskReportError, TransportError
-from ._store import Scope, Store, open_store
+from ._errors import TaskReportError, TransportError, ValidationError
+from ._store import Scope, Store, Tx, open_store
 from ._transport import Op, PageResult, Row
+
+
+def _data_errors() -> tuple[type[BaseException], ...]:
+    """Errors that say the data is wrong, not that the database is unavailable."""
+    errors: list[type[BaseException]] = [sqlite3.IntegrityError, sqlite3.DataError]
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is not None:
+        errors += [psycopg.IntegrityError, psycopg.DataError]
+    return tuple(errors)
 
 
 def _driver_errors() -> tuple[type[BaseException], ...]:
@@ -43,6 +52,7 @@ class LocalTransport:
         self._store: Store | None = None
         self._scope: Scope | None = None
         self._lock = threading.Lock()
+        self._busy_default: float | None = None
 
     def __repr__(self) -> str:
         return f"<LocalTransport {self.organization}/{self.project}>"
@@ -59,11 +69,16 @@ class LocalTransport:
                 self._store = store
             return self._store, self._scope
 
-    def send(self, ops: Sequence[Op]) -> list[Row | TaskReportError]:
+    @contextmanager
+    def _tx(self, write: bool = True) -> Iterator[tuple[Tx, Scope]]:
         store, scope = self._open()
+        with database_errors(self.store_url), store.transaction(write) as tx:
+            yield tx, scope
+
+    def send(self, ops: Sequence[Op]) -> list[Row | TaskReportError]:
         results: list[Row | TaskReportError] = []
         # one transaction for the whole cycle; a bad op is rolled back alone with a savepoint
-        with database_errors(self.store_url), store.transaction() as tx:
+        with self._tx() as (tx, scope):
             for i, op in enumerate(ops):
                 tx.cur.execute(f"SAVEPOINT op{i}")
                 try:
@@ -74,64 +89,63 @@ class LocalTransport:
                 except TaskReportError as exc:
                     tx.cur.execute(f"ROLLBACK TO SAVEPOINT op{i}")
                     results.append(exc)
+                except _data_errors() as exc:
+                    # the database refuses this op's data (it always will): drop it, keep the others
+                    tx.cur.execute(f"ROLLBACK TO SAVEPOINT op{i}")
+                    results.append(ValidationError(f"the store refused it: {type(exc).__name__}: {exc}"))
                 else:
                     results.append(row)
                 tx.cur.execute(f"RELEASE SAVEPOINT op{i}")
         return results
 
     def create_task(self, fields: Mapping[str, Any], idempotency_key: str | None = None) -> Row:
-        store, scope = self._open()
-        with database_errors(self.store_url), store.transaction() as tx:
+        with self._tx() as (tx, scope):
             return tx.create_task(scope, fields, idempotency_key=idempotency_key)
 
     def get_task(self, task_id: str) -> Row:
-        store, scope = self._open()
-        with database_errors(self.store_url), store.transaction(write=False) as tx:
+        with self._tx(write=False) as (tx, scope):
             return tx.get_task(scope, task_id)
 
     def update_task(self, task_id: str, fields: Mapping[str, Any]) -> Row:
-        store, scope = self._open()
-        with database_errors(self.store_url), store.transaction() as tx:
+        with self._tx() as (tx, scope):
             return tx.update_task(scope, task_id, fields)
 
     def cancel_task(self, task_id: str) -> None:
-        store, scope = self._open()
-        with database_errors(self.store_url), store.transaction() as tx:
+        with self._tx() as (tx, scope):
             tx.cancel_task(scope, task_id)
 
     def list_tasks(self, filters: Mapping[str, Any], cursor: str | None, page_size: int | None) -> PageResult:
-        store, scope = self._open()
-        with database_errors(self.store_url), store.transaction(write=False) as tx:
+        with self._tx(write=False) as (tx, scope):
             page = tx.list_tasks(scope, cursor=cursor, page_size=page_size, **filters)
         return PageResult(page.results, page.next_cursor, page.previous_cursor)
 
     def list_actions(self, task_id: str) -> list[Row]:
-        store, scope = self._open()
-        with database_errors(self.store_url), store.transaction(write=False) as tx:
+        with self._tx(write=False) as (tx, scope):
             return tx.list_actions(scope, task_id)
 
     def create_action(self, task_id: str, fields: Mapping[str, Any]) -> Row:
-        store, scope = self._open()
-        with database_errors(self.store_url), store.transaction() as tx:
+        with self._tx() as (tx, scope):
             return tx.create_action(scope, task_id, fields)
 
     def update_action(self, task_id: str, action_id: int, fields: Mapping[str, Any]) -> Row:
-        store, scope = self._open()
-        with database_errors(self.store_url), store.transaction() as tx:
+        with self._tx() as (tx, scope):
             return tx.update_action(scope, task_id, action_id, fields)
 
     def cancel_action(self, task_id: str, action_id: int) -> None:
-        store, scope = self._open()
-        with database_errors(self.store_url), store.transaction() as tx:
+        with self._tx() as (tx, scope):
             tx.cancel_action(scope, task_id, action_id)
 
-    def set_timeout(self, seconds: float) -> None:
-        """Local writes wait for SQLite's lock only as long as the caller can."""
-        if self._store is not None and self._store.dialect == "sqlite":
-            ms = int(max(0.05, seconds) * 1000)
-            self._store.db.dialect.busy_timeout = ms / 1000  # type: ignore[attr-defined]
-            with self._store.transaction(write=False) as tx:
-                tx.cur.execute(f"PRAGMA busy_timeout = {ms}")
+    def set_timeout(self, seconds: float | None) -> None:
+        """Local writes wait for SQLite's lock only as long as the caller can; None restores the default."""
+        if self._store is None or self._store.dialect != "sqlite":
+            return
+        dialect = self._store.db.dialect
+        if self._busy_default is None:
+            self._busy_default = float(dialect.busy_timeout)  # type: ignore[attr-defined]
+        wait = self._busy_default if seconds is None else min(self._busy_default, max(0.05, seconds))
+        dialect.busy_timeout = wait  # type: ignore[attr-defined]
+        with self._store.transaction(write=False) as tx:
+            tx.cur.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
 
     def after_fork(self) -> None:
         # another thread of the parent may have held the lock at the fork; the store's connection pool

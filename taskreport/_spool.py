@@ -70,15 +70,16 @@ def write(config: Config, items: list[tuple[Task, dict[str, Any]]]) -> Path | No
             }
         )
     directory = spool_dir(config)
-    directory.mkdir(parents=True, exist_ok=True)
+    # task data may be private: the spool is the owner's alone from the moment it exists
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     name = f"{time.time():.6f}-{os.getpid()}-{uuid.uuid4().hex[:8]}.json"
     tmp = directory / f".{name}.tmp"
     body = {"version": 1, "target": config.target, "entries": entries}
-    with open(tmp, "w", encoding="utf-8") as fh:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with open(fd, "w", encoding="utf-8") as fh:
         json.dump(body, fh, default=str)
         fh.flush()
         os.fsync(fh.fileno())
-    os.chmod(tmp, 0o600)
     path = directory / name
     os.replace(tmp, path)
     return path

@@ -56,8 +56,8 @@ class Transport(Protocol):
 
     def cancel_action(self, task_id: str, action_id: int) -> None: ...
 
-    def set_timeout(self, seconds: float) -> None:
-        """Bound every later request (used when exiting with a deadline)."""
+    def set_timeout(self, seconds: float | None) -> None:
+        """Bound every later request (used when exiting with a deadline); None restores the default."""
         ...
 
     def after_fork(self) -> None:

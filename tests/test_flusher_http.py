@@ -365,3 +365,13 @@ def test_a_handle_left_undelivered_by_a_replaced_client_follows_the_new_one(
     tasks = server_tasks(sqlite_server)
     assert [(x["name"], x["value"], x["status"]) for x in tasks] == [("crosses init", 42, "success")]
     assert not (isolated / "spool").exists() or not list((isolated / "spool").iterdir())
+
+
+def test_spool_files_are_private(sqlite_server: LiveServer, proxy: FaultProxy, isolated: Path) -> None:
+    proxy.stop()
+    init(sqlite_server, proxy, exit_timeout=0.2)
+    taskreport.Task.create("private").success()
+    taskreport.shutdown()
+    (path,) = (isolated / "spool").glob("*.json")
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert (isolated / "spool").stat().st_mode & 0o777 == 0o700

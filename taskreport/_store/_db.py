@@ -189,6 +189,8 @@ class Database:
 
     def _drop(self, conn: Any) -> None:
         self._local.conn = None
+        with self._all_lock:
+            self._all = [c for c in self._all if c is not conn]
         with contextlib.suppress(Exception):
             conn.close()
 
