@@ -76,6 +76,8 @@ _ROUTES: list[tuple[re.Pattern[str], str, tuple[str, ...]]] = [
 _PUBLIC = frozenset({"ping", "schema", "authenticate"})
 _SCHEMA_TYPES = ("application/vnd.oai.openapi", "application/yaml", JSON_TYPE, "application/vnd.oai.openapi+json")
 _FORM_TYPE = "application/x-www-form-urlencoded"
+#: how deeply a request body may nest lists and objects
+MAX_JSON_DEPTH = 100
 #: the name of the tokens ``POST /api/authenticate/`` issues
 _LOGIN_TOKEN = "authenticate"
 
@@ -109,18 +111,43 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _too_deep(data: Any, limit: int) -> bool:
+    """Whether ``data`` nests lists and objects more than ``limit`` levels deep (walked without recursion)."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children: Any = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
 def _parse_json(body: bytes) -> Any:
+    too_deep = f"JSON parse error - nested more than {MAX_JSON_DEPTH} levels deep"
     try:
-        return json.loads(body, parse_constant=_reject_constant)
+        data = json.loads(body, parse_constant=_reject_constant)
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
         raise ValidationError(f"JSON parse error - {exc}", code="parse_error") from None
+    except RecursionError:
+        # the parser recurses once per level: a body of [[[[... is the sender's error, not ours
+        raise ValidationError(too_deep, code="parse_error") from None
+    # a body the parser just managed could still exhaust the stack later, when validated, stored or rendered
+    if _too_deep(data, MAX_JSON_DEPTH):
+        raise ValidationError(too_deep, code="parse_error")
+    return data
 
 
 def _expect_object(data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValidationError(
-            f"Invalid data. Expected a dictionary, but got {type(data).__name__}.",
-            code="invalid",
+            f'Expected a dictionary of items but got type "{type(data).__name__}".',
+            code="not_a_dict",
             attr="non_field_errors",
         )
     return data
@@ -295,7 +322,10 @@ class TaskServer:
         return await self.writer.run(write)
 
     async def _body(self, request: Request, *, form: bool = False) -> Any:
-        """The request's JSON body (or, with ``form``, an urlencoded form as a dict); None when empty."""
+        """The request's JSON body (or, with ``form``, an urlencoded form as a dict); ``{}`` when empty.
+
+        Only an empty body stands for ``{}``: a JSON ``null``, ``[]``, ``0`` or ``""`` is what the client
+        sent, refused by the endpoints as not an object."""
         limit = self.settings.max_body_bytes
         chunks: list[bytes] = []
         size = 0
@@ -306,7 +336,7 @@ class TaskServer:
             chunks.append(chunk)
         body = b"".join(chunks)
         if not body:
-            return None
+            return {}
         content_type = request.headers.get("content-type", "")
         if is_json_type(content_type):
             return _parse_json(body)
@@ -341,7 +371,7 @@ class TaskServer:
         return Response(data, media_type=kind + "; charset=utf-8")
 
     async def authenticate_post(self, ctx: Ctx) -> Response:
-        data = _expect_object(await self._body(ctx.request, form=True) or {})
+        data = _expect_object(await self._body(ctx.request, form=True))
         for field in ("username", "password"):
             if not isinstance(data.get(field), str) or not data[field]:
                 raise ValidationError("This field is required.", attr=field, code="required")
@@ -445,7 +475,7 @@ class TaskServer:
 
     async def tasks_post(self, ctx: Ctx) -> Response:
         scope = await self._project(ctx)
-        fields = _task_fields(await self._body(ctx.request) or {}, partial=False)
+        fields = _task_fields(await self._body(ctx.request), partial=False)
         key = ctx.request.headers.get("idempotency-key") or None
         if key is not None and len(key) > 255:
             raise ValidationError("must have at most 255 characters.", attr="Idempotency-Key")
@@ -460,7 +490,7 @@ class TaskServer:
 
     async def _update_task(self, ctx: Ctx, *, partial: bool) -> Response:
         scope = await self._project(ctx)
-        fields = _task_fields(await self._body(ctx.request) or {}, partial=partial)
+        fields = _task_fields(await self._body(ctx.request), partial=partial)
         task_id = ctx.params["task"]
         row = await self._write(lambda tx: tx.update_task(scope, task_id, fields))
         return json_response(render_task(row, ctx.base))
@@ -486,7 +516,7 @@ class TaskServer:
 
     async def actions_post(self, ctx: Ctx) -> Response:
         scope = await self._project(ctx)
-        fields = validate_action(_expect_object(await self._body(ctx.request) or {}), partial=False)
+        fields = validate_action(_expect_object(await self._body(ctx.request)), partial=False)
         check_action(fields)
         task_id = ctx.params["task"]
         row = await self._write(lambda tx: tx.create_action(scope, task_id, fields))
@@ -500,7 +530,7 @@ class TaskServer:
 
     async def _update_action(self, ctx: Ctx, *, partial: bool) -> Response:
         scope = await self._project(ctx)
-        fields = validate_action(_expect_object(await self._body(ctx.request) or {}), partial=partial)
+        fields = validate_action(_expect_object(await self._body(ctx.request)), partial=partial)
         task_id, action_id = ctx.params["task"], ctx.params["action"]
 
         def write(tx: Tx) -> Row:

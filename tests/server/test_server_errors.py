@@ -147,3 +147,36 @@ def test_server_keeps_serving_after_a_client_hangs_up_mid_body(sqlite_server: Li
         )
     response = httpx.patch(task_url, json={"value": 7}, headers=sqlite_server.headers())
     assert response.status_code == 200 and response.json()["value"] == 7
+
+
+@pytest.mark.parametrize(("body", "kind"), [(b"[]", "list"), (b"null", "NoneType"), (b"0", "int"), (b'""', "str")])
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH"])
+def test_a_json_body_that_is_not_an_object_is_never_taken_as_empty(
+    sqlite_server: LiveServer, task_url: str, body: bytes, kind: str, method: str
+) -> None:
+    headers = {**sqlite_server.headers(), "Content-Type": "application/json"}
+    url = sqlite_server.tasks_url if method == "POST" else task_url
+    response = httpx.request(method, url, content=body, headers=headers)
+    assert response.status_code == 400
+    assert response.json() == _error(
+        "not_a_dict", f'Expected a dictionary of items but got type "{kind}".', "non_field_errors"
+    )
+    actions = httpx.post(f"{task_url}actions/", content=body, headers=headers)
+    assert actions.status_code == 400 and actions.json()["errors"][0]["code"] == "not_a_dict"
+    login = httpx.post(f"{sqlite_server.url}/api/authenticate/", content=body, headers=headers)
+    assert login.status_code == 400 and login.json()["errors"][0]["code"] == "not_a_dict"
+
+
+def test_an_empty_body_is_still_an_empty_object(sqlite_server: LiveServer, task_url: str) -> None:
+    response = httpx.patch(task_url, headers=sqlite_server.headers())
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("depth", [100_000, 5_000, 500, 101])
+def test_deeply_nested_json_is_400_not_500(sqlite_server: LiveServer, task_url: str, depth: int) -> None:
+    headers = {**sqlite_server.headers(), "Content-Type": "application/json"}
+    for body in (b"[" * depth + b"]" * depth, b'{"data": {"a": ' + b"[" * depth + b"]" * depth + b"}}"):
+        response = httpx.patch(task_url, content=body, headers=headers)
+        assert response.status_code == 400
+        error = response.json()["errors"][0]
+        assert error["code"] == "parse_error" and "nested" in error["detail"]
