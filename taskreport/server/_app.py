@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from .._config import parse_project_key
 from .._errors import (
     MethodNotAllowed,
     NotAcceptable,
@@ -163,7 +164,7 @@ def _task_fields(data: Any, *, partial: bool) -> dict[str, Any]:
 class Ctx:
     """One request, once routed and authenticated."""
 
-    __slots__ = ("base", "info", "method", "params", "request", "route")
+    __slots__ = ("base", "info", "key_project", "method", "params", "request", "route")
 
     def __init__(self, request: Request, route: str, params: dict[str, str], base: str) -> None:
         self.request = request
@@ -172,6 +173,8 @@ class Ctx:
         self.base = base
         self.method = request.method
         self.info: TokenInfo | None = None
+        #: (organization, project) when the credential was a project key: it is good for that project only
+        self.key_project: tuple[str, str] | None = None
 
 
 class TaskServer:
@@ -265,7 +268,7 @@ class TaskServer:
         if accepts(request.headers.get("accept")) is None:
             raise NotAcceptable("Could not satisfy the request Accept header.")
         if route not in _PUBLIC:
-            ctx.info = await self._authenticate(request)
+            ctx.info, ctx.key_project = await self._authenticate(request)
         elif route == "authenticate" and self.login_limiter is not None:
             # per address, since there is no token yet: every attempt runs scrypt, and guesses must be slow
             self.login_limiter.check(request.client.host if request.client else "")
@@ -278,8 +281,15 @@ class TaskServer:
     def _too_large(self) -> PayloadTooLarge:
         return PayloadTooLarge(f"Request body is larger than {self.settings.max_body_bytes} bytes.")
 
-    async def _authenticate(self, request: Request) -> TokenInfo:
+    async def _authenticate(self, request: Request) -> tuple[TokenInfo, tuple[str, str] | None]:
+        """The credential's token, and the project it is limited to when it is a project key."""
         key = token_from_header(request.headers.get("authorization"))
+        # a project key is base64 of org/project/token, and never a token: every token starts with "trk_",
+        # whose "_" is not in base64's alphabet, so one lookup is enough either way
+        parsed = parse_project_key(key)
+        key_project = None
+        if parsed is not None:
+            key_project, key = parsed[:2], parsed[2]
         digest, info = self.tokens.get(key)
         if info is None:
             info = await run_in_threadpool(self._lookup_token, key)
@@ -288,7 +298,7 @@ class TaskServer:
             self.tokens.put(digest, info)
         if self.limiter is not None:
             self.limiter.check(info.id)
-        return info
+        return info, key_project
 
     def _lookup_token(self, key: str) -> TokenInfo | None:
         with self.store.transaction(write=False) as tx:
@@ -300,6 +310,8 @@ class TaskServer:
         org, project = ctx.params["org"], ctx.params["project"]
         assert ctx.info is not None
         if org != ctx.info.organization:
+            raise NotFound("Not found.")
+        if ctx.key_project is not None and ctx.key_project != (org, project):
             raise NotFound("Not found.")
         scope = self._scopes.get((org, project))
         if scope is None:

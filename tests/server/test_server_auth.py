@@ -8,6 +8,7 @@ import httpx
 import pytest
 from server_fixtures import LiveServer
 
+from taskreport._config import make_project_key
 from taskreport._store import open_store
 from taskreport.server import RateLimit
 
@@ -161,3 +162,28 @@ def test_each_user_keeps_a_bounded_number_of_login_tokens(server_factory: Any) -
     assert statuses == [401, 401, 200, 200, 200]
     assert httpx.get(live.tasks_url, headers=live.headers(fixed)).status_code == 200
     assert httpx.get(live.tasks_url, headers=live.headers()).status_code == 200
+
+
+@pytest.mark.parametrize("scheme", ["Token", "Bearer"])
+def test_a_project_key_authenticates_for_its_project_only(live_server: LiveServer, scheme: str) -> None:
+    live = live_server
+    live.new_org_token("acme", "second")  # a second project of the same organization
+    key = make_project_key("acme", "web", live.token)
+    assert httpx.get(live.tasks_url, headers=live.headers(key, scheme)).status_code == 200
+    created = httpx.post(live.tasks_url, json={"name": "t"}, headers=live.headers(key, scheme))
+    assert created.status_code == 201
+    # the token inside works in its whole organization, but the key only where it says
+    second = f"{live.url}/api/acme/second/tasks/"
+    assert httpx.get(second, headers=live.headers()).status_code == 200
+    assert httpx.get(second, headers=live.headers(key, scheme)).status_code == 404
+    assert (
+        httpx.get(second, headers=live.headers(make_project_key("acme", "second", live.token), scheme)).status_code
+        == 200
+    )
+    # a key naming another organization gets what any other organization's path gets
+    other = make_project_key("other-org", "default", live.token)
+    assert httpx.get(live.tasks_url, headers=live.headers(other, scheme)).status_code == 404
+    assert httpx.get(f"{live.url}/api/other-org/default/tasks/", headers=live.headers(other, scheme)).status_code == 404
+    # a key whose token is wrong is as wrong as the token
+    forged = httpx.get(live.tasks_url, headers=live.headers(make_project_key("acme", "web", "trk_nope"), scheme))
+    assert forged.status_code == 401 and forged.json() == FAILED
