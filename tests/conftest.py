@@ -109,3 +109,13 @@ def backend(request: pytest.FixtureRequest) -> Callable[..., taskreport.Client]:
 
     configure()
     return configure
+
+
+@pytest.fixture
+def proxy(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A fault-injecting proxy in front of a real server on SQLite (the ``sqlite_server`` fixture)."""
+    from faultproxy import FaultProxy
+
+    p = FaultProxy(request.getfixturevalue("sqlite_server").url)
+    yield p
+    p.close()

@@ -175,3 +175,11 @@ def fault_proxy(upstream: str) -> Iterator[FaultProxy]:
         yield proxy
     finally:
         proxy.close()
+
+
+def init_through(proxy: FaultProxy, live: Any, **options: Any) -> Any:
+    """Point the library at ``live`` (a LiveServer) through ``proxy``."""
+    import taskreport
+
+    return taskreport.init(url=proxy.url, token=live.token, organization=live.organization,
+                           project=live.project, **options)

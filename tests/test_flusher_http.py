@@ -10,29 +10,16 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from faultproxy import FaultProxy
+from faultproxy import FaultProxy, init_through
 from server_fixtures import LiveServer
 
 import taskreport
 from taskreport import Status
-
-
-@pytest.fixture
-def proxy(sqlite_server: LiveServer) -> Iterator[FaultProxy]:
-    p = FaultProxy(sqlite_server.url)
-    yield p
-    p.close()
-
-
-def init(live: LiveServer, proxy: FaultProxy, **options: Any) -> taskreport.Client:
-    return taskreport.init(url=proxy.url, token=live.token, organization=live.organization,
-                           project=live.project, **options)
 
 
 def server_tasks(live: LiveServer, **params: Any) -> list[dict[str, Any]]:
@@ -58,7 +45,7 @@ def child_env(live: LiveServer, proxy: FaultProxy) -> dict[str, str]:
 
 def test_updates_coalesce_into_at_most_one_request_per_interval(sqlite_server: LiveServer, proxy: FaultProxy) -> None:
     interval = 0.2
-    init(sqlite_server, proxy, flush_interval=interval)
+    init_through(proxy, sqlite_server, flush_interval=interval)
     t = taskreport.Task.create("busy loop")
     start = time.monotonic()
     i = 0
@@ -77,7 +64,7 @@ def test_updates_coalesce_into_at_most_one_request_per_interval(sqlite_server: L
 
 
 def test_parent_is_posted_before_child_and_final_state_wins(sqlite_server: LiveServer, proxy: FaultProxy) -> None:
-    init(sqlite_server, proxy, flush_interval=30)
+    init_through(proxy, sqlite_server, flush_interval=30)
     parent = taskreport.Task.create("parent")
     child = taskreport.Task.create("child", parent=parent)
     for v in range(1, 6):
@@ -93,7 +80,7 @@ def test_parent_is_posted_before_child_and_final_state_wins(sqlite_server: LiveS
 
 
 def test_server_errors_are_retried_until_delivered(sqlite_server: LiveServer, proxy: FaultProxy) -> None:
-    init(sqlite_server, proxy)
+    init_through(proxy, sqlite_server)
     proxy.fail(500, times=2)
     proxy.fail(503, times=1)
     t = taskreport.Task.create("flaky")
@@ -107,7 +94,7 @@ def test_server_errors_are_retried_until_delivered(sqlite_server: LiveServer, pr
 
 
 def test_rate_limit_pauses_all_sending_until_retry_after(sqlite_server: LiveServer, proxy: FaultProxy) -> None:
-    init(sqlite_server, proxy, flush_interval=0.05)
+    init_through(proxy, sqlite_server, flush_interval=0.05)
     proxy.fail(429, headers={"Retry-After": "1"})
     first = taskreport.Task.create("first")
     assert taskreport.flush(0.5) is False  # held back by the 429
@@ -123,7 +110,7 @@ def test_rate_limit_pauses_all_sending_until_retry_after(sqlite_server: LiveServ
 
 
 def test_slow_server_times_out_and_flush_honours_its_deadline(sqlite_server: LiveServer, proxy: FaultProxy) -> None:
-    init(sqlite_server, proxy, request_timeout=0.3)
+    init_through(proxy, sqlite_server, request_timeout=0.3)
     t = taskreport.Task.create("slow")
     assert t.id is not None
     proxy.delay = 2.0
@@ -140,7 +127,7 @@ def test_slow_server_times_out_and_flush_honours_its_deadline(sqlite_server: Liv
 
 def test_rejected_update_is_dropped_and_logged(sqlite_server: LiveServer, proxy: FaultProxy,
                                                caplog: pytest.LogCaptureFixture) -> None:
-    init(sqlite_server, proxy)
+    init_through(proxy, sqlite_server)
     with caplog.at_level(logging.ERROR, logger="taskreport"):
         t = taskreport.Task.create("orphan", parent="no-such-task")
         assert taskreport.flush(5)
@@ -263,7 +250,7 @@ def test_exit_hook_delivers_without_an_explicit_flush(sqlite_server: LiveServer,
 
 def test_flush_against_an_outage_backs_off_and_counts_per_round(sqlite_server: LiveServer, proxy: FaultProxy) -> None:
     proxy.stop()
-    init(sqlite_server, proxy)
+    init_through(proxy, sqlite_server)
     for i in range(20):
         taskreport.Task.create(f"t{i}").success()
     start = time.monotonic()
@@ -310,7 +297,7 @@ def test_spool_claimed_but_undelivered_is_not_delivered_twice(sqlite_server: Liv
 
 
 def test_a_create_retried_after_a_timeout_makes_one_task(sqlite_server: LiveServer, proxy: FaultProxy) -> None:
-    init(sqlite_server, proxy, request_timeout=0.3)
+    init_through(proxy, sqlite_server, request_timeout=0.3)
     proxy.delay = 0.8  # the server makes the task, but the answer comes after the client gave up
     t = taskreport.Task.create("slow create")
     t.success()
@@ -354,11 +341,11 @@ def test_a_handle_left_undelivered_by_a_replaced_client_follows_the_new_one(
     sqlite_server: LiveServer, proxy: FaultProxy, isolated: Path
 ) -> None:
     proxy.stop()
-    init(sqlite_server, proxy, exit_timeout=0.3)
+    init_through(proxy, sqlite_server, exit_timeout=0.3)
     t = taskreport.Task.create("crosses init")
     t.update(value=1)
     proxy.start()
-    init(sqlite_server, proxy)  # replaces the first client, which hands over what it had not sent
+    init_through(proxy, sqlite_server)  # replaces the first client, which hands over what it had not sent
     t.update(value=42)
     t.success()
     assert taskreport.flush(10)
@@ -369,7 +356,7 @@ def test_a_handle_left_undelivered_by_a_replaced_client_follows_the_new_one(
 
 def test_spool_files_are_private(sqlite_server: LiveServer, proxy: FaultProxy, isolated: Path) -> None:
     proxy.stop()
-    init(sqlite_server, proxy, exit_timeout=0.2)
+    init_through(proxy, sqlite_server, exit_timeout=0.2)
     taskreport.Task.create("private").success()
     taskreport.shutdown()
     (path,) = (isolated / "spool").glob("*.json")

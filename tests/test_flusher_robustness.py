@@ -7,28 +7,15 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
-from faultproxy import FaultProxy
+from faultproxy import FaultProxy, init_through
 from server_fixtures import LiveServer
 
 import taskreport
 from taskreport import Status
-
-
-@pytest.fixture
-def proxy(sqlite_server: LiveServer) -> Iterator[FaultProxy]:
-    p = FaultProxy(sqlite_server.url)
-    yield p
-    p.close()
-
-
-def init(live: LiveServer, proxy: FaultProxy, **options: Any) -> taskreport.Client:
-    return taskreport.init(url=proxy.url, token=live.token, organization=live.organization,
-                           project=live.project, **options)
 
 
 def names_on(live: LiveServer) -> dict[str, dict[str, Any]]:
@@ -57,7 +44,7 @@ def test_hot_path_never_raises_on_odd_values(caplog: pytest.LogCaptureFixture) -
 def test_a_task_the_service_always_fails_does_not_hold_up_the_others(sqlite_server: LiveServer,
                                                                      proxy: FaultProxy) -> None:
     proxy.fail_when(lambda method, path, body: isinstance(body, dict) and body.get("name") == "bad", 500)
-    init(sqlite_server, proxy, flush_interval=0.05)
+    init_through(proxy, sqlite_server, flush_interval=0.05)
     bad = taskreport.Task.create("bad")
     good = [taskreport.Task.create(f"good{i}") for i in range(3)]
     for t in good:
@@ -72,7 +59,7 @@ def test_a_task_the_service_always_fails_does_not_hold_up_the_others(sqlite_serv
 
 def test_a_redirect_answer_is_reported_and_the_flusher_goes_on(sqlite_server: LiveServer, proxy: FaultProxy,
                                                                caplog: pytest.LogCaptureFixture) -> None:
-    init(sqlite_server, proxy)
+    init_through(proxy, sqlite_server)
     proxy.fail(302, headers={"Location": "https://elsewhere.example/"})
     with caplog.at_level(logging.ERROR, logger="taskreport"):
         taskreport.Task.create("redirected").success()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import Iterator
 
 import pytest
 from faultproxy import FaultProxy
@@ -13,13 +12,6 @@ from server_fixtures import LiveServer
 import taskreport
 from taskreport._errors import NotFound, RateLimited, ServerError, TransportError, Unauthorized, ValidationError
 from taskreport._http import HttpTransport
-
-
-@pytest.fixture
-def proxy(sqlite_server: LiveServer) -> Iterator[FaultProxy]:
-    p = FaultProxy(sqlite_server.url)
-    yield p
-    p.close()
 
 
 def transport(live: LiveServer, proxy: FaultProxy, **options: object) -> HttpTransport:

@@ -6,20 +6,10 @@ import asyncio
 from typing import Any
 
 import pytest
+from recorded import only, records
 
 import taskreport
-from taskreport import TaskRecord, ValidationError
-
-
-def records(**filters: Any) -> list[TaskRecord]:
-    assert taskreport.flush(10)
-    return list(taskreport.list_tasks(**filters))
-
-
-def only(name: str) -> TaskRecord:
-    found = records(name=name)
-    assert len(found) == 1, found
-    return found[0]
+from taskreport import ValidationError
 
 
 def test_scope_adds_data_and_tags_to_tasks_created_inside() -> None:

@@ -10,20 +10,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from recorded import only, records
 
 import taskreport
-from taskreport import Status, TaskRecord, ValidationError
-
-
-def records(**filters: Any) -> list[TaskRecord]:
-    assert taskreport.flush(10)
-    return list(taskreport.list_tasks(**filters))
-
-
-def only(name: str) -> TaskRecord:
-    found = records(name=name)
-    assert len(found) == 1, found
-    return found[0]
+from taskreport import Status, ValidationError
 
 
 class Boom(Exception):
