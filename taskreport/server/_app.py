@@ -192,10 +192,12 @@ class TaskServer:
         self._scopes: dict[tuple[str, str], ProjectScope] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._started = False
+        # once shut down, never started again by a late request: its write gets a 503 instead
+        self._shut_down = False
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
-        if not self._started:
+        if not self._started and not self._shut_down:
             self._started = True
             self.writer.start()
             self.deliverer.start()
@@ -206,13 +208,15 @@ class TaskServer:
             self._sweeper = asyncio.create_task(sweep_forever(self.writer, self.settings.sweep_interval))
 
     async def shutdown(self) -> None:
+        self._shut_down = True
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
             self._sweeper = None
+        # stopped even if never started, so that writes queued or made from now on are answered with a 503
+        await run_in_threadpool(self.writer.stop)
         if self._started:
-            await run_in_threadpool(self.writer.stop)
             await run_in_threadpool(self.deliverer.stop)
             self._started = False
         self.store.close()

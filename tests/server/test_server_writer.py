@@ -1,0 +1,60 @@
+"""The group-commit writer: every queued write is answered, also when the writer stops."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+
+from taskreport._errors import TaskReportError
+from taskreport._store import Tx, open_store
+from taskreport.server._writer import Writer
+
+
+def test_writes_queued_behind_the_stop_are_refused_not_left_waiting(sqlite_url: str) -> None:
+    store = open_store(sqlite_url)
+    writer = Writer(store)
+    writer.start()
+    inside, release = threading.Event(), threading.Event()
+
+    def slow(tx: Tx) -> str:
+        inside.set()
+        release.wait(5)
+        return "written"
+
+    async def scenario() -> tuple[Any, ...]:
+        first = asyncio.ensure_future(writer.run(slow))
+        await asyncio.to_thread(inside.wait, 5)
+        # stop while the first write runs: its stop marker is queued before the next write
+        stopping = threading.Thread(target=writer.stop)
+        stopping.start()
+        await asyncio.sleep(0.05)
+        late = asyncio.ensure_future(writer.run(lambda tx: "late"))
+        await asyncio.sleep(0.05)
+        release.set()
+        results = await asyncio.wait_for(asyncio.gather(first, late, return_exceptions=True), 5)
+        await asyncio.to_thread(stopping.join, 5)
+        # and a write that comes once the writer has stopped is refused at once
+        after = await asyncio.wait_for(asyncio.gather(writer.run(lambda tx: "after"), return_exceptions=True), 5)
+        return (*results, *after)
+
+    try:
+        first, late, after = asyncio.run(scenario())
+    finally:
+        release.set()
+        store.close()
+    assert first == "written"
+    for refused in (late, after):
+        assert isinstance(refused, TaskReportError) and refused.status_code == 503
+        assert refused.to_body()["type"] == "server_error"
+        assert refused.to_body()["errors"][0]["code"] == "service_unavailable"
+
+
+def test_a_stopped_server_refuses_writes_with_503(sqlite_server: Any) -> None:
+    app = sqlite_server.app
+    asyncio.run(app.shutdown())
+    with pytest.raises(TaskReportError) as raised:
+        asyncio.run(app._write(lambda tx: None))
+    assert raised.value.status_code == 503
