@@ -33,9 +33,9 @@ from .._errors import (
     UnsupportedMediaType,
     ValidationError,
 )
-from .._status import VALUES as STATUS_VALUES
 from .._store import Row, Store, TokenInfo, Tx, open_store
 from .._store import Scope as ProjectScope
+from .._store._tasks import _split_tag as split_tag
 from .._store._triggers import check_action
 from .._validation import validate_action, validate_task
 from ._auth import WWW_AUTHENTICATE, RateLimiter, TokenCache, authentication_failed, token_from_header
@@ -443,15 +443,9 @@ class TaskServer:
     async def tasks_get(self, ctx: Ctx) -> Response:
         scope = await self._project(ctx)
         query = ctx.request.query_params
+        # the store checks the filters (a ValidationError naming the attr): the same rules as embedded use
         filters: dict[str, Any] = {}
-        statuses = [s.strip() for value in query.getlist("status") for s in value.split(",") if s.strip()]
-        for status in statuses:
-            if status not in STATUS_VALUES:
-                raise ValidationError(
-                    f"Select a valid choice. {status} is not one of the available choices.",
-                    attr="status",
-                    code="invalid_choice",
-                )
+        statuses = [value for value in query.getlist("status") if value.strip()]
         if statuses:
             filters["status"] = statuses
         for name in ("name", "parent", "external_id"):
@@ -459,13 +453,8 @@ class TaskServer:
                 filters[name] = query[name]
         tags = query.getlist("tag")
         if tags:
-            pairs = {}
-            for tag in tags:
-                key, sep, value = tag.partition(":")
-                if not sep or not key:
-                    raise ValidationError("must be namespace:value.", attr="tag")
-                pairs[key] = value
-            filters["tag"] = pairs
+            # every tag must match: the store takes several as one mapping, each split (and checked) by its rule
+            filters["tag"] = dict(split_tag(tag) for tag in tags)
         page_size: int | None = None
         if query.get("page_size"):
             raw = query["page_size"]

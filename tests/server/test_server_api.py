@@ -115,6 +115,13 @@ def test_list_filters(live_server: LiveServer) -> None:
         assert ids(tag=["env:prod", "team:ops"]) == set()
         bad = http.get(live_server.tasks_url, params={"status": "running"})
         assert bad.status_code == 400 and bad.json()["errors"][0]["attr"] == "status"
+        assert bad.json()["errors"][0]["code"] == "invalid_choice"
+        bad = http.get(live_server.tasks_url, params={"status": ["processing", "success,running"]})
+        assert bad.status_code == 400 and bad.json()["errors"][0]["attr"] == "status"
+        for tags in ("env", ":prod", ["env:prod", "team"]):
+            bad = http.get(live_server.tasks_url, params={"tag": tags})
+            assert bad.status_code == 400 and bad.json()["errors"][0]["attr"] == "tag"
+        assert ids(status="") == {parent["id"], child["id"], done["id"]}
 
 
 def test_actions_crud_and_in_task_bodies(live_server: LiveServer) -> None:
