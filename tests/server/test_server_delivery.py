@@ -132,7 +132,7 @@ def smtp_sink() -> Iterator[SmtpSink]:
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def hook_server(request: pytest.FixtureRequest, server_factory: Any) -> LiveServer:
+def hook_server(request: pytest.FixtureRequest, server_factory: Callable[..., LiveServer]) -> LiveServer:
     """``live_server`` that may deliver to this machine: the receivers listen on 127.0.0.1."""
     return server_factory(request.param, allow_private_webhooks=True)
 
