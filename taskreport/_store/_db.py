@@ -94,7 +94,8 @@ class PostgresDialect(Dialect):
             ) from None
 
     def sql(self, query: str) -> str:
-        return query.replace("?", "%s")
+        # a literal % in SQL (LIKE 'x%') would otherwise be read by psycopg as a placeholder
+        return query.replace("%", "%%").replace("?", "%s")
 
     def connect(self) -> Any:
         import psycopg

@@ -127,7 +127,7 @@ class TaskOps:
         *,
         status: str | Iterable[str] | None = None,
         name: str | None = None,
-        tag: str | Mapping[str, str] | None = None,
+        tag: str | Iterable[str] | Mapping[str, str] | None = None,
         parent: str | None = None,
         external_id: str | None = None,
         cursor: str | None = None,
@@ -153,7 +153,11 @@ class TaskOps:
                 where.append(f"{column} = ?")
                 params.append(equal)
         if tag is not None:
-            tags = dict(tag) if isinstance(tag, Mapping) else dict([_split_tag(tag)])
+            # every tag must match: a mapping, one "key:value" or several
+            if isinstance(tag, Mapping):
+                tags = dict(tag)
+            else:
+                tags = dict(_split_tag(t) for t in ([tag] if isinstance(tag, str) else tag))
             for tag_key, tag_value in tags.items():
                 where.append("id IN (SELECT task_id FROM task_tags WHERE tag_key = ? AND tag_value = ?)")
                 params.extend([tag_key, tag_value])

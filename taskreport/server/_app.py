@@ -35,7 +35,6 @@ from .._errors import (
 )
 from .._store import Row, Store, TokenInfo, Tx, open_store
 from .._store import Scope as ProjectScope
-from .._store._tasks import _split_tag as split_tag
 from .._store._triggers import check_action
 from .._validation import validate_action, validate_task
 from ._auth import WWW_AUTHENTICATE, RateLimiter, TokenCache, authentication_failed, token_from_header
@@ -453,8 +452,7 @@ class TaskServer:
                 filters[name] = query[name]
         tags = query.getlist("tag")
         if tags:
-            # every tag must match: the store takes several as one mapping, each split (and checked) by its rule
-            filters["tag"] = dict(split_tag(tag) for tag in tags)
+            filters["tag"] = tags
         page_size: int | None = None
         if query.get("page_size"):
             raw = query["page_size"]
