@@ -72,10 +72,18 @@ class Client:
             parent = parent._get("parent")
         if parent is not None:
             fields["parent"] = parent
-        if heartbeat is not None and fields.get("stale_timeout") is None:
-            fields["stale_timeout"] = max(1, round(heartbeat * 2))
+        if heartbeat is not None:
+            if isinstance(heartbeat, bool) or not isinstance(heartbeat, (int, float)) or not (
+                0 < heartbeat < 2**30
+            ):
+                raise ValidationError(f"must be a positive number of seconds, not {heartbeat!r}.", attr="heartbeat")
+            if fields.get("stale_timeout") is None:
+                fields["stale_timeout"] = max(1, round(heartbeat * 2))
+        given_tags = fields.get("tags") or {}
+        if not isinstance(given_tags, Mapping):
+            raise ValidationError("must be a mapping of namespace to value.", attr="tags")
         scoped = _context.scope_fields.get()
-        tags = {**self.config.tags, **(scoped[1] if scoped else {}), **(fields.get("tags") or {})}
+        tags = {**self.config.tags, **(scoped[1] if scoped else {}), **given_tags}
         if tags:
             fields["tags"] = tags
         if scoped and scoped[0]:
@@ -158,34 +166,68 @@ class Client:
         if self.flusher.closed:
             return True
         timeout = self.config.exit_timeout if timeout is None else timeout
-        delivered = self.flusher.flush(timeout) if not self.disabled else True
         fl = self.flusher
+        failure: BaseException | None = None
+        delivered = True
+        try:
+            if not self.disabled:
+                delivered = fl.flush(timeout)
+        except Exception as exc:  # strict mode re-raises a delivery error: after closing, not instead
+            failure, delivered = exc, False
         with fl.lock:
-            # closed and snapshot in one step: a change made from now on is handed to the current client
-            # (or, at exit, spooled on its own), never left in a pending map nobody sends
+            # closed and snapshot in one step: a change made from now on is handed on (or, with nobody to
+            # take it, spooled on its own), never left in a pending map nobody sends
             fl.closed = True
-            left = fl.undelivered() if not delivered and self.config.spool else []
+            left = fl.undelivered() if self.config.spool and not self.disabled else []
             fl.pending = {}
+            for task, _ in left:
+                # the spool owns these changes now: a later change must not carry them a second time
+                task._fold_dirty()
+                fl.spooled_at_close.add(task)
         if left:
             self._spool_undelivered(left)
+            delivered = False
         fl.close()
         with contextlib.suppress(Exception):  # closing must not fail an exit
             self.transport.close()
+        if failure is not None:
+            raise failure
         return delivered
 
     def replace_with(self, successor: Client) -> None:
-        """Stop this client and move what it has not sent, heartbeats included, to ``successor``."""
-        fl = self.flusher
-        with fl.lock:
-            fl.closed = True
-            tasks = list(fl.pending)
-            fl.pending = {}
-            heartbeats = dict(fl.heartbeats)
-        for task in tasks:
-            fl._hand_over(task, task._get("status") in TERMINAL)
-        for task, every in heartbeats.items():
-            successor.flusher.set_heartbeat(task, every)
-        # a cycle in flight finishes on the old thread; what it fails to send is handed over the same way
+        """Stop this client and move every handle, with what it has not sent, to ``successor``."""
+        fl, new = self.flusher, successor.flusher
+        # let a cycle in flight finish, and start no other: its answers settle before anything moves
+        finished = fl.cycle_lock.acquire(timeout=self.config.exit_timeout)
+        try:
+            with fl.lock:
+                # one step: no change can land between the close and the move
+                fl.closed = True
+                fl.successor = new
+                handles = list(fl.handles)
+                waiting = {id(t) for t in fl.pending}
+                if not finished:
+                    # a request that hangs: what it carries travels with the handle (it may arrive twice)
+                    for task, fields in fl.inflight:
+                        waiting.add(id(task))
+                        if task._id is not None:
+                            task._dirty = {**fields, **task._dirty}
+                heartbeats = dict(fl.heartbeats)
+                fl.pending = {}
+                for task in handles:
+                    task._client, task._fl, task._gen = successor, new, new.gen
+                # a change already waiting on the old lock compares generations next: they must agree
+                fl.gen = new.gen
+            with new.lock:
+                for task in handles:
+                    new.handles.add(task)
+                    if id(task) in waiting:
+                        new.add(task, task._get("status") in TERMINAL)
+            for task, every in heartbeats.items():
+                new.set_heartbeat(task, every)
+        finally:
+            if finished:
+                fl.cycle_lock.release()
         fl.close()
         with contextlib.suppress(Exception):
             self.transport.close()
@@ -302,7 +344,7 @@ def get_client() -> Client:
         if _client is None:
             try:
                 _client = _new_client(resolve())
-            except ConfigurationError as exc:
+            except Exception as exc:
                 # nobody called init(): a broken environment or config file must not break the user's code
                 logger.error("taskreport: reporting is off for this process: %s", exc)
                 _client = Client(Config(disabled=True))

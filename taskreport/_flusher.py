@@ -12,7 +12,6 @@ import contextlib
 import logging
 import os
 import random
-import sys
 import threading
 import time
 import uuid
@@ -47,6 +46,8 @@ BATCH_WAKE = 256
 #: retry backoff after connection errors and 5xx, in seconds
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 30.0
+#: the longest pause a Retry-After can impose, in seconds
+MAX_RETRY_AFTER = 300.0
 #: while someone waits in flush() (or at exit), retry this often at most despite a longer backoff
 URGENT_RETRY = 0.25
 
@@ -65,6 +66,10 @@ class Flusher:
         self.interval = client.config.flush_interval
         self.max_pending = client.config.max_pending
         self.log = RateLimitedLog()
+        #: every live handle bound to this flusher, so that init() can move them all to its successor
+        self.handles: weakref.WeakSet[Task] = weakref.WeakSet()
+        #: the flusher that replaced this one (init() was called again); None for a closed or live one
+        self.successor: Flusher | None = None
         self._reset()
         # counters, read by stats(); updated under the lock or only by the flusher thread
         self.merged = 0
@@ -100,6 +105,8 @@ class Flusher:
         self.failures = 0
         self.urgent = False
         self.spool_claims: list[tuple[Any, list[Task]]] = []
+        #: tasks a close() spooled: a late answer for them must not spool them again
+        self.spooled_at_close: weakref.WeakSet[Task] = weakref.WeakSet()
 
     # -- called from Task methods, under self.lock ----------------------------------------------------
     def add(self, task: Task, terminal: bool) -> None:
@@ -120,28 +127,30 @@ class Flusher:
                 self.event.set()
 
     def _hand_over(self, task: Task, terminal: bool) -> None:
-        """A handle made by a client that init() or shutdown() has since replaced follows the current one."""
-        from ._client import current_client, get_client
-
-        # after shutdown() the next call starts afresh, as any other call would
-        successor = current_client() or (None if sys.is_finalizing() else get_client())
-        if successor is None or successor.flusher is self or successor.disabled:
-            # nobody left to send it (a change racing the exit): an end is still never lost
-            if terminal and self.client.config.spool and not self.disabled:
+        """A change to a handle of this closed flusher: the flusher that replaced it takes it; with none (a
+        client closed or shut down), an end is spooled for the next process and anything else dropped."""
+        new = self.successor
+        while new is not None and new.closed and new.successor is not None:
+            new = new.successor
+        if new is None or new.closed or new.disabled:
+            if terminal and self.client.config.spool and not self.disabled and not (
+                task in self.spooled_at_close and not task._dirty
+            ):
                 fields = {**task._state, **task._dirty} if task._id is None else dict(task._dirty)
                 try:
                     _spool.write(self.client.config, [(task, fields)])
+                    task._fold_dirty()
                     self.spooled += 1
                     return
                 except OSError:
                     pass
             self.dropped += 1
             return
-        fl = successor.flusher
-        task._client, task._fl = successor, fl
-        with fl.lock:
-            task._gen = fl.gen
-            fl.add(task, terminal)
+        task._client, task._fl = new.client, new
+        with new.lock:
+            task._gen = new.gen
+            new.handles.add(task)
+            new.add(task, terminal)
 
     def wake(self) -> None:
         self.event.set()
@@ -276,6 +285,7 @@ class Flusher:
     def _deliver_rounds(self, batch: list[tuple[Task, dict[str, Any]]]) -> None:
         # parents are created before their children: each round sends what has no unsent parent
         remaining = batch
+        in_batch = {id(t) for t, _ in batch}
         while remaining:
             ready: list[tuple[Task, Op]] = []
             later: list[tuple[Task, dict[str, Any]]] = []
@@ -285,6 +295,10 @@ class Flusher:
                 if parent is not None and not isinstance(parent, str):
                     if parent._id is None and not parent._orphaned():
                         later.append((task, fields))
+                        if id(parent) not in in_batch:
+                            # a parent left out (a full pending map) must not hold its child back forever
+                            with self.lock:
+                                self.pending[parent] = None
                         continue
                     fields = {**fields, "parent": parent._id}
                     if parent._id is None:
@@ -375,12 +389,12 @@ class Flusher:
 
     def _sent(self, task: Task, row: dict[str, Any]) -> None:
         task._last_sent = time.monotonic()
-        try:
-            task._record = TaskRecord.from_api(row)
-        except (KeyError, ValueError, TypeError):  # a service answering oddly must not break delivery
-            task._record = None
         if task._id is None:
             task._id = str(row["id"])
+        try:
+            task._record = TaskRecord.from_api(row)
+        except Exception:  # a service answering oddly (a year 99999, say) must not break delivery
+            task._record = None
 
     def _failed_op(self, task: Task, op: Op, exc: TaskReportError) -> bool:
         """Handle one failed op; True when it calls for backing off."""
@@ -392,7 +406,9 @@ class Flusher:
             )
             if isinstance(exc, RateLimited) or exc.retry_after is not None:
                 now = time.monotonic()
-                self.paused_until = max(self.paused_until, now + (exc.retry_after or self.interval))
+                # honoured, up to a point: one odd header must not silence reporting for a day
+                wait = min(exc.retry_after or self.interval, MAX_RETRY_AFTER)
+                self.paused_until = max(self.paused_until, now + wait)
                 return False
             return True
         if isinstance(exc, Unauthorized):
@@ -427,6 +443,8 @@ class Flusher:
 
     def _requeue(self, task: Task, fields: dict[str, Any]) -> None:
         with self.lock:
+            if self.closed and task in self.spooled_at_close:
+                return  # the close that ended this flusher spooled these very changes
             dirty = task._dirty
             actions = [*(fields.get("actions") or ()), *(dirty.get("actions") or ())]
             if task._id is not None:

@@ -21,7 +21,18 @@ if TYPE_CHECKING:
     from ._client import Client
     from ._task import Task
 
-_CLAIMED = re.compile(r"\.claimed-(\d+)$")
+_CLAIMED = re.compile(r"\.claimed-(\d+)-([0-9a-f]+)$")
+#: names this process's files: a pid alone repeats (every container's first process is pid 1)
+_token = uuid.uuid4().hex[:12]
+
+
+def _new_token() -> None:
+    global _token
+    _token = uuid.uuid4().hex[:12]
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_token)
 
 
 def spool_dir(config: Config) -> Path:
@@ -38,9 +49,9 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _writer_pid(name: str) -> int | None:
-    parts = name.split("-")
-    return int(parts[1]) if len(parts) >= 3 and parts[1].isdigit() else None
+def _writer_token(name: str) -> str | None:
+    parts = name.removesuffix(".json").split("-")
+    return parts[2] if len(parts) >= 3 else None
 
 
 def write(config: Config, items: list[tuple[Task, dict[str, Any]]]) -> Path | None:
@@ -72,7 +83,7 @@ def write(config: Config, items: list[tuple[Task, dict[str, Any]]]) -> Path | No
     directory = spool_dir(config)
     # task data may be private: the spool is the owner's alone from the moment it exists
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    name = f"{time.time():.6f}-{os.getpid()}-{uuid.uuid4().hex[:8]}.json"
+    name = f"{time.time():.6f}-{os.getpid()}-{_token}-{uuid.uuid4().hex[:8]}.json"
     tmp = directory / f".{name}.tmp"
     body = {"version": 1, "target": config.target, "entries": entries}
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -98,17 +109,20 @@ def claim(config: Config) -> list[tuple[Path, list[dict[str, Any]]]]:
             continue
         match = _CLAIMED.search(name)
         if match:
-            if int(match.group(1)) == me or _pid_alive(int(match.group(1))):
+            pid, token = int(match.group(1)), match.group(2)
+            # a claim is live while its process is: this one, or another whose pid is alive (with the same pid
+            # and another token, it was an earlier process that reused this pid, now gone)
+            if token == _token or (pid != me and _pid_alive(pid)):
                 continue
             base = name[: match.start()]
         elif name.endswith(".json"):
-            if _writer_pid(name) == me:
+            if _writer_token(name) == _token:
                 # this process still holds live handles for what it spooled; the next process delivers it
                 continue
             base = name
         else:
             continue
-        target = directory / f"{base}.claimed-{me}"
+        target = directory / f"{base}.claimed-{me}-{_token}"
         try:
             body = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):

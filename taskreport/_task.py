@@ -7,11 +7,13 @@ instead). The flusher thread sends the latest state.
 
 from __future__ import annotations
 
+import math
 import time
 import traceback
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ._errors import ValidationError
 from ._models import TaskRecord
 from ._status import RUNNING, TERMINAL, Status
 from ._validation import validate_task
@@ -30,10 +32,17 @@ TRACEBACK_LIMIT = 8000
 
 def exception_data(exc: BaseException) -> dict[str, Any]:
     """An exception as task data: type, message and a bounded traceback (the innermost frames kept)."""
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        message = str(exc)
+    except Exception:  # an exception whose __str__ fails still ends the task as an error
+        message = f"<unprintable {type(exc).__name__}>"
+    try:
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    except Exception:
+        tb = ""
     if len(tb) > TRACEBACK_LIMIT:
         tb = "…" + tb[-TRACEBACK_LIMIT:]
-    return {"exception": f"{type(exc).__module__}.{type(exc).__qualname__}", "message": str(exc), "traceback": tb}
+    return {"exception": f"{type(exc).__module__}.{type(exc).__qualname__}", "message": message, "traceback": tb}
 
 
 class Task:
@@ -62,6 +71,7 @@ class Task:
         self._client = client
         self._fl: Flusher = client.flusher
         self._gen = self._fl.gen
+        self._fl.handles.add(self)
         self._id = task_id
         self._state = state
         self._dirty: dict[str, Any] = {}
@@ -105,6 +115,10 @@ class Task:
             return self._id
         fl = self._fl
         fl.request_flush()
+        if fl.thread is None:
+            # no thread could be started (the interpreter is exiting): create it from this thread
+            fl.flush(self._client.config.request_timeout if timeout is None else timeout)
+            return self._id
         deadline = None if timeout is None else time.monotonic() + timeout
         # one condition on the flusher serves every waiter: no per-task Event to build on the create path
         with fl.ids:
@@ -265,6 +279,13 @@ class Task:
                 fields["actions"] = [*queued, *new]
         return terminal
 
+    def _fold_dirty(self) -> None:
+        """Take pending changes as done (they were spooled): fold them into the state, drop queued actions.
+        Call with the lock held."""
+        dirty, self._dirty = self._dirty, {}
+        dirty.pop("actions", None)
+        self._state.update(dirty)
+
     def _after_fork(self) -> None:
         # called under the lock in a forked child: what was pending belonged to the parent, which sends it
         self._gen = self._fl.gen
@@ -302,13 +323,15 @@ class Task:
     def success(self, **fields: Any) -> None:
         self.update(status=Status.SUCCESS, **fields)
 
-    def error(self, exc: BaseException | None = None, data: Mapping[str, Any] | None = None, **fields: Any) -> None:
+    def error(self, exc: BaseException | None = None, data: Any = None, **fields: Any) -> None:
         """Mark the task failed; ``exc`` adds its type, message and a bounded traceback to ``data``."""
         merged: dict[str, Any] = {}
         if exc is not None:
             merged.update(exception_data(exc))
-        if data:
+        if isinstance(data, Mapping):
             merged.update(data)
+        elif data is not None:
+            merged["data"] = data  # kept, under a key, rather than refused on the way to an error
         if merged:
             fields["data"] = merged
         self.update(status=Status.ERROR, **fields)
@@ -325,7 +348,18 @@ class Task:
 
     def heartbeat(self, every: float | None) -> None:
         """Have the flusher touch the task every ``every`` seconds while it runs (None stops it)."""
-        self._fl.set_heartbeat(self, every)
+        try:
+            seconds = None if every is None else float(every)
+        except (TypeError, ValueError):
+            seconds = None
+        if seconds is not None and not math.isfinite(seconds):
+            seconds = None
+        if seconds is None and every is not None:
+            if self._fl.strict:
+                raise ValidationError(f"must be a number of seconds, not {every!r}.", attr="heartbeat")
+            self._fl.log.log(40, "heartbeat", "taskreport: ignoring heartbeat=%r: not a number of seconds", every)
+            return
+        self._fl.set_heartbeat(self, seconds)
 
 
 class DisabledTask(Task):

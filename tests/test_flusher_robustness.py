@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -54,7 +55,10 @@ def test_a_task_the_service_always_fails_does_not_hold_up_the_others(sqlite_serv
         taskreport.flush(0.5)
     assert all(t._id for t in good)
     assert set(names_on(sqlite_server)) == {"good0", "good1", "good2"}
-    assert bad._id is None and taskreport.stats()["pending"] == 1  # still kept, still retried
+    fl = taskreport.get_client().flusher
+    with fl.lock:  # pending, or being retried right now
+        waiting = len(fl.pending) + len(fl.inflight)
+    assert bad._id is None and waiting == 1  # still kept, still retried
 
 
 def test_a_redirect_answer_is_reported_and_the_flusher_goes_on(sqlite_server: LiveServer, proxy: FaultProxy,
@@ -134,3 +138,66 @@ def test_a_forked_worker_does_not_keep_its_parents_finished_task_alive() -> None
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert taskreport.get_task(job.id).status is Status.SUCCESS
+
+
+def test_an_explicitly_closed_client_never_sends_its_handles_elsewhere(isolated: Path) -> None:
+    other = taskreport.Client(taskreport.Config(project="other", home=isolated))
+    t = other.create_task("belongs to other")
+    assert t.wait_id(5) is not None
+    other.close()
+    taskreport.init()  # the process-wide client, project "default"
+    t.success()  # must not go to "default": spooled for "other" instead
+    assert taskreport.flush(5)
+    assert list(taskreport.list_tasks()) == []
+    assert len(list((isolated / "spool").glob("*.json"))) == 1
+
+
+def test_init_while_a_request_hangs_moves_the_end_to_the_new_client(sqlite_server: LiveServer,
+                                                                    proxy: FaultProxy) -> None:
+    init_through(proxy, sqlite_server, flush_interval=0.05, exit_timeout=0.5, request_timeout=5)
+    t = taskreport.Task.create("moved")
+    assert t.id is not None
+    proxy.delay = 3  # the end's request hangs on the old client's thread
+    t.success()
+    time.sleep(0.3)
+    proxy.delay = 0
+    init_through(proxy, sqlite_server)  # gives up waiting after exit_timeout and moves the end along
+    assert taskreport.flush(10)
+    assert names_on(sqlite_server)["moved"]["status"] == "success"
+
+
+def test_bad_arguments_at_the_call_site_name_the_field() -> None:
+    for kwargs, attr in (({"heartbeat": "5"}, "heartbeat"), ({"heartbeat": float("nan")}, "heartbeat"),
+                         ({"tags": ["a:b"]}, "tags")):
+        with pytest.raises(taskreport.ValidationError) as info:
+            taskreport.Task.create("x", **kwargs)
+        assert info.value.attr == attr
+
+
+def test_error_never_raises_whatever_it_is_given() -> None:
+    class Unprintable(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no")
+
+    t = taskreport.Task.create("odd error")
+    t.error(Unprintable(), data=[1, 2])
+    assert taskreport.flush(5)
+    record = taskreport.get_task(t.id or "")
+    assert record.status is Status.ERROR
+    assert record.data["data"] == [1, 2] and "Unprintable" in record.data["exception"]
+
+
+def test_a_spool_left_by_an_earlier_process_with_this_pid_is_claimed(isolated: Path) -> None:
+    from taskreport import _spool
+
+    config = taskreport.init().config
+    t = taskreport.Task.create("from a previous life")
+    with t._fl.lock:
+        items = [(t, {**t._state, **t._dirty})]
+    path = _spool.write(config, items)
+    assert _spool.claim(config) == []  # this process's own file: it still holds the handle
+    # the same pid, another process (a container's pid 1 restarted): its files are claimable
+    renamed = path.with_name(path.name.replace(f"-{_spool._token}-", "-0123456789ab-"))
+    path.rename(renamed)
+    claimed = _spool.claim(config)
+    assert len(claimed) == 1 and claimed[0][1][0]["fields"]["name"] == "from a previous life"

@@ -78,3 +78,23 @@ def test_a_late_replay_never_takes_a_finished_task_back(store_url: str) -> None:
         assert (late["id"], late["value"], late["status"]) == (first["id"], 10, "success")
     finally:
         store.close()
+
+
+def test_actions_in_a_body_sent_again_are_made_once_and_new_ones_kept(store_url: str) -> None:
+    store = open_store(store_url)
+    first_action = {"trigger": "success", "integration": "webhook:first"}
+    second_action = {"trigger": "error", "integration": "webhook:second", "config": {"url": "https://x"}}
+    try:
+        with store.transaction() as tx:
+            scope = tx.ensure_project("acme", "web")
+            task = tx.create_task(scope, {"name": "job", "actions": [first_action]}, idempotency_key="k")
+        with store.transaction() as tx:
+            # the retry of the create carries an action added meanwhile; then a PATCH is sent twice
+            tx.create_task(scope, {"name": "job", "actions": [first_action, second_action]}, idempotency_key="k")
+            tx.update_task(scope, task["id"], {"actions": [second_action]})
+            tx.update_task(scope, task["id"], {"actions": [second_action]})
+        with store.transaction(write=False) as tx:
+            made = [(a["integration"], a["config"]) for a in tx.list_actions(scope, task["id"])]
+        assert made == [("webhook:first", None), ("webhook:second", {"url": "https://x"})]
+    finally:
+        store.close()

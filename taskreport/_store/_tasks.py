@@ -299,12 +299,12 @@ class TaskOps:
         return None if row is None else str(row["public_id"])
 
     def _replay_create(self, scope: Scope, task_id: str, fields: Mapping[str, Any], now: float) -> Row:
-        # the retry carries the latest state; its actions were made by the first create
+        # the retry carries the latest state; actions the first attempt already made are not made twice
         current = self._task_row(scope, task_id, for_update=True)
         if current["status"] in TERMINAL and fields.get("status") not in TERMINAL:
             # a late copy of an earlier state (a spool delivered after the task finished) must not undo its end
             return self._task_out(current, scope)
-        return self.update_task(scope, task_id, {k: v for k, v in fields.items() if k != "actions"}, now=now)
+        return self.update_task(scope, task_id, fields, now=now)
 
     def update_task(
         self,
@@ -348,7 +348,7 @@ class TaskOps:
         if "tags" in fields:
             self._write_tags(old["id"], fields["tags"] or {}, replace=True)
         for action in fields.get("actions") or ():
-            self._insert_action(old["id"], action, now)
+            self._insert_action(old["id"], action, now, unless_present=True)
         out = self._task_out(new, scope)
         before = {
             "value": old["value"],
@@ -412,7 +412,17 @@ class TaskOps:
             "updated": row["updated"],
         }
 
-    def _insert_action(self, task_pk: int, fields: Mapping[str, Any], now: float) -> int:
+    def _insert_action(
+        self, task_pk: int, fields: Mapping[str, Any], now: float, *, unless_present: bool = False
+    ) -> int | None:
+        """Add an action. ``unless_present``: actions that come inside a task's body are identified by what
+        they do (trigger, integration, config), so a body sent again after a lost answer adds nothing twice."""
+        if unless_present and self.cur.one(
+            'SELECT id FROM actions WHERE task_id = ? AND "trigger" = ? AND integration = ? AND status = ?'
+            " AND COALESCE(config, '') = ?",
+            (task_pk, fields["trigger"], fields["integration"], "active", _dump(fields.get("config")) or ""),
+        ):
+            return None
         return self.cur.insert(
             'INSERT INTO actions (task_id, "trigger", integration, status, config, created, updated)'
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -436,6 +446,7 @@ class TaskOps:
         now = time.time() if now is None else now
         task = self._task_row(scope, str(task_id))
         action_id = self._insert_action(task["id"], fields, now)
+        assert action_id is not None
         return self.get_action(scope, task_id, action_id)
 
     def _action_row(self, scope: Scope, task_id: str, action_id: int | str) -> tuple[Row, Row]:
