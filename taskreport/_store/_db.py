@@ -7,6 +7,7 @@ or file handle.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import os
 import sqlite3
@@ -24,7 +25,9 @@ Row = dict[str, Any]
 _INHERITED: list[Any] = []
 
 
-class Dialect:
+class Dialect(abc.ABC):
+    """What differs between the databases: connecting, placeholders, transactions, column types."""
+
     name = "base"
     serial = ""
     real = ""
@@ -33,11 +36,11 @@ class Dialect:
     def sql(self, query: str) -> str:
         return query
 
-    def connect(self) -> Any:
-        raise NotImplementedError  # pragma: no cover - abstract
+    @abc.abstractmethod
+    def connect(self) -> Any: ...
 
-    def begin(self, conn: Any, write: bool) -> None:
-        raise NotImplementedError  # pragma: no cover - abstract
+    @abc.abstractmethod
+    def begin(self, conn: Any, write: bool) -> None: ...
 
     def commit(self, conn: Any) -> None:
         conn.execute("COMMIT")
