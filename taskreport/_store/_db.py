@@ -48,7 +48,7 @@ class Dialect(abc.ABC):
     def rollback(self, conn: Any) -> None:
         conn.execute("ROLLBACK")
 
-    def lock_schema(self, conn: Any) -> None:
+    def lock_schema(self, conn: Any) -> None:  # noqa: B027 - optional: SQLite's BEGIN IMMEDIATE already does it
         """Serialise migrations between processes opening the same database at once."""
 
     def disconnected(self, conn: Any, exc: BaseException) -> bool:
