@@ -330,11 +330,6 @@ def _new_client(config: Config, transport: Transport | None = None) -> Client:
     return client
 
 
-def current_client() -> Client | None:
-    """The process-wide client if one exists, without creating one."""
-    return _client
-
-
 def get_client() -> Client:
     global _client
     client = _client

@@ -143,7 +143,7 @@ class progress(Generic[T]):  # lower case: used like a function, as tqdm is
         self._token: contextvars.Token[Task | None] | None = None
         self._entered = False
         self._ctx: contextvars.Context | None = None
-        self._disabled = (_client_mod._client or _client_mod.get_client()).disabled
+        self._disabled = _client_mod.get_client().disabled
         self._heartbeat = heartbeat
         self._fields = fields
         if self._disabled:
@@ -171,7 +171,7 @@ class progress(Generic[T]):  # lower case: used like a function, as tqdm is
         return self._task
 
     def _create(self, status: str) -> Task:
-        cl = _client_mod._client or _client_mod.get_client()
+        cl = _client_mod.get_client()
         if self._disabled or self._ctx is None:
             self._task = DisabledTask(cl, {"name": self._name})
             return self._task

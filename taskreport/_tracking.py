@@ -39,11 +39,6 @@ def cancelling(exc: BaseException) -> bool:
 
 
 # -- shared by the decorator, the context manager and progress() ---------------------------------------
-def client() -> _client_mod.Client:
-    # the module global first: get_client() takes a lock only the first time, but costs a call every time
-    return _client_mod._client or _client_mod.get_client()
-
-
 def start(
     client: _client_mod.Client,
     name: str,
@@ -157,7 +152,7 @@ def _decorate(func: Any, name: str | None, fields: dict[str, Any], heartbeat: fl
 
 
 def _enabled() -> bool:
-    return not (_client_mod._client or _client_mod.get_client()).disabled
+    return not _client_mod.get_client().disabled
 
 
 Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
@@ -165,7 +160,7 @@ Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], A
 
 def _sync_wrapper(name: str, fields: dict[str, Any], heartbeat: float | None) -> Wrapper:
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        cl = _client_mod._client or _client_mod.get_client()
+        cl = _client_mod.get_client()
         if cl.disabled:
             return wrapped(*args, **kwargs)
         task = start(cl, name, fields, heartbeat)
@@ -199,7 +194,7 @@ def _coroutine_wrapper(name: str, fields: dict[str, Any], heartbeat: float | Non
         return result
 
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        cl = _client_mod._client or _client_mod.get_client()
+        cl = _client_mod.get_client()
         if cl.disabled:
             return wrapped(*args, **kwargs)
         return run(cl, wrapped, args, kwargs)
@@ -209,7 +204,7 @@ def _coroutine_wrapper(name: str, fields: dict[str, Any], heartbeat: float | Non
 
 def _gen_wrapper(name: str, fields: dict[str, Any], heartbeat: float | None) -> Wrapper:
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        cl = _client_mod._client or _client_mod.get_client()
+        cl = _client_mod.get_client()
         if cl.disabled:
             return wrapped(*args, **kwargs)
         # the parent and scope are the caller's, even if the generator is first iterated somewhere else
@@ -258,7 +253,7 @@ def _drive(gen: Generator[Any, Any, Any], make_task: Callable[[], Task]) -> Gene
 
 def _async_gen_wrapper(name: str, fields: dict[str, Any], heartbeat: float | None) -> Wrapper:
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        cl = _client_mod._client or _client_mod.get_client()
+        cl = _client_mod.get_client()
         if cl.disabled:
             return wrapped(*args, **kwargs)
         ctx = contextvars.copy_context()
@@ -325,7 +320,7 @@ class task:  # lower case: used like a function, ``with taskreport.task("name") 
         return f"<taskreport.task {self._name!r}>"
 
     def __enter__(self) -> Task:
-        cl = client()
+        cl = _client_mod.get_client()
         if cl.disabled:
             t: Task = DisabledTask(cl, {"name": self._name})
             self._open.append((t, None))
