@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import click
 
-from .._errors import TaskReportError
 from ._admin import admin
 from ._group import ReportingGroup
 from ._serve import serve
@@ -33,11 +31,3 @@ main.add_command(get_cmd)
 main.add_command(flush_spool)
 main.add_command(serve)
 main.add_command(admin)
-
-
-def run() -> None:  # pragma: no cover - console entry point wrapper for python -m
-    try:
-        main()
-    except TaskReportError as exc:
-        click.echo(f"taskreport: {exc}", err=True)
-        sys.exit(1)
