@@ -42,6 +42,7 @@ def make_transport(config: Config) -> Transport:
         config.organization,
         config.project,
         timeout=config.request_timeout,
+        retries=config.request_retries,
         allow_insecure_http=config.allow_insecure_http,
     )
 

@@ -154,6 +154,8 @@ class Config:
     max_pending: int = 10_000
     exit_timeout: float = 5.0
     request_timeout: float = 10.0
+    #: attempts after the first for direct calls (get, list, ...); a CLI that must answer fast passes 0
+    request_retries: int = 3
     allow_insecure_http: bool = False
     before_create: BeforeCreate | None = None
     spool: bool = True
