@@ -71,7 +71,7 @@ def test_a_redirect_answer_is_reported_and_the_flusher_goes_on(sqlite_server: Li
     assert "redirect" in caplog.text
     later = taskreport.Task.create("after")
     later.success()
-    assert taskreport.flush(5) and later.id is not None
+    assert taskreport.flush(5) and later.wait_id(10) is not None
     assert "after" in names_on(sqlite_server)
 
 
@@ -115,7 +115,7 @@ def test_heartbeats_changing_under_the_thread_never_stop_it() -> None:
     assert thread is not None and thread.is_alive()
     last = taskreport.Task.create("still delivered")
     last.success()
-    assert taskreport.flush(20) and last.id is not None
+    assert taskreport.flush(20) and last.wait_id(10) is not None
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
@@ -123,7 +123,7 @@ def test_heartbeats_changing_under_the_thread_never_stop_it() -> None:
 def test_a_forked_worker_does_not_keep_its_parents_finished_task_alive() -> None:
     taskreport.init(flush_interval=0.05)
     job = taskreport.Task.create("parent job", status="processing", heartbeat=0.2)
-    assert job.id is not None
+    assert job.wait_id(10) is not None
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
         try:
@@ -156,7 +156,7 @@ def test_init_while_a_request_hangs_moves_the_end_to_the_new_client(sqlite_serve
                                                                     proxy: FaultProxy) -> None:
     init_through(proxy, sqlite_server, flush_interval=0.05, exit_timeout=0.5, request_timeout=5)
     t = taskreport.Task.create("moved")
-    assert t.id is not None
+    assert t.wait_id(10) is not None
     proxy.delay = 3  # the end's request hangs on the old client's thread
     t.success()
     time.sleep(0.3)

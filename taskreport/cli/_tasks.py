@@ -113,7 +113,7 @@ def get_cmd(ctx: click.Context, task_id: str, as_json: bool) -> None:
 def flush_spool(ctx: click.Context, timeout: float) -> None:
     """Deliver tasks that earlier processes could not send before they exited."""
     client = init(spool=True, **dict(ctx.find_root().obj or {}))
-    count, delivered = client.flusher.deliver_spool_now(timeout)
+    count, delivered = client.deliver_spool(timeout)
     if not delivered:
         raise click.ClickException(f"{count} spooled task(s) claimed; not all could be delivered (kept in spool)")
     click.echo(f"delivered {count} spooled task(s)")
