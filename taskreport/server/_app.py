@@ -447,7 +447,7 @@ class TaskServer:
         statuses = [value for value in query.getlist("status") if value.strip()]
         if statuses:
             filters["status"] = statuses
-        for name in ("name", "parent", "external_id"):
+        for name in ("name", "parent", "external_id", "ref"):
             if name in query:
                 filters[name] = query[name]
         tags = query.getlist("tag")
@@ -483,7 +483,8 @@ class TaskServer:
         if key is not None and len(key) > 255:
             raise ValidationError("must have at most 255 characters.", attr="Idempotency-Key")
         row = await self._write(lambda tx: tx.create_task(scope, fields, idempotency_key=key))
-        return json_response(render_task(row, ctx.base), 201)
+        # a replay (the key was used before) answers with the task as it is, and says it made nothing
+        return json_response(render_task(row, ctx.base), 200 if row.replayed else 201)
 
     async def task_get(self, ctx: Ctx) -> Response:
         scope = await self._project(ctx)
