@@ -226,3 +226,24 @@ def test_idempotency_key_header_makes_a_repeated_create_return_the_same_task(liv
     too_long = {**live_server.headers(), "Idempotency-Key": "k" * 256}
     bad = requests.post(live_server.tasks_url, json={"name": "x"}, headers=too_long, timeout=10)
     assert bad.status_code == 400 and bad.json()["errors"][0]["attr"] == "Idempotency-Key"
+
+
+def test_idempotency_key_header_makes_a_repeated_action_post_add_one_action(live_server: LiveServer) -> None:
+    with _client(live_server) as http:
+        task = http.post(live_server.tasks_url, json={"name": "t"}).json()
+        other = http.post(live_server.tasks_url, json={"name": "u"}).json()
+        url = f"{task['url']}actions/"
+        action = {"trigger": "success", "integration": "email", "config": {"to": "ops@example.com"}}
+        first = http.post(url, json=action, headers={"Idempotency-Key": "a-1"})
+        again = http.post(url, json={**action, "trigger": "error"}, headers={"Idempotency-Key": "a-1"})
+        assert first.status_code == again.status_code == 201
+        assert again.json() == first.json() and again.json()["trigger"] == "success"
+        second = http.post(url, json=action, headers={"Idempotency-Key": "a-2"})
+        unkeyed = [http.post(url, json=action).json()["id"] for _ in range(2)]
+        # keys are per task
+        elsewhere = http.post(f"{other['url']}actions/", json=action, headers={"Idempotency-Key": "a-1"})
+        assert elsewhere.status_code == 201 and elsewhere.json()["task"] == other["id"]
+        ids = [a["id"] for a in http.get(url).json()]
+        assert ids == [first.json()["id"], second.json()["id"], *unkeyed]
+        too_long = http.post(url, json=action, headers={"Idempotency-Key": "k" * 256})
+        assert too_long.status_code == 400 and too_long.json()["errors"][0]["attr"] == "Idempotency-Key"
