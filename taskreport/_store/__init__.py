@@ -5,28 +5,51 @@ Use it through transactions, so that several calls commit together::
     store = open_store("/tmp/tasks.db")
     with store.transaction() as tx:
         scope = tx.ensure_project("local", "default")
-        task = tx.create_task(scope, {"name": "job"})
+        task = tx.create_task(scope, {"name": "job"}, idempotency_key="job-7f3a9c0e1d2b4a5f")
+        tx.update_task_by_ref(scope, "job-7f3a9c0e1d2b4a5f", {"value": 10})
+
+What a :class:`Tx` offers:
+
+- tasks (``_tasks``): ``create_task(scope, fields, idempotency_key=ref, parent_ref=None)``,
+  ``update_task(scope, id, fields, parent_ref=None)``, ``update_task_by_ref(scope, ref, fields,
+  parent_ref=None)``, ``get_task``, ``cancel_task``, ``sweep``; the reference rules are in ``_refs``;
+- listing (``_listing``): ``list_tasks(scope, status=, name=, tag=, parent=, external_id=, ref=, cursor=,
+  page_size=)``;
+- actions (``_actions``): ``list_actions``, ``create_action(..., idempotency_key=K)``, ``get_action``,
+  ``update_action``, ``cancel_action``;
+- accounts (``_accounts``): organizations, projects, users, tokens, webhook secrets;
+- ``savepoint()``: a block that, if it raises, is undone alone while the transaction goes on.
+
+``fields`` are validated first (:mod:`taskreport._validation`); every operation raises
+:class:`~taskreport.ValidationError` (naming the field) or :class:`~taskreport.NotFound` for what it refuses.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ._accounts import AccountOps, TokenInfo, check_password, hash_password, hash_token
+from ._accounts import AccountOps, TokenInfo
+from ._actions import ActionOps
 from ._db import Cursor, Database, Row, dialect_for
+from ._listing import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_TAG_FILTERS, ListingOps
 from ._migrations import LATEST as SCHEMA_VERSION
 from ._migrations import migrate
-from ._tasks import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, Scope, TaskOps
+from ._passwords import check_password, hash_password, hash_token
+from ._rows import Page, Scope, TaskRow
+from ._tasks import TaskOps
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
     "MAX_PAGE_SIZE",
+    "MAX_TAG_FILTERS",
     "SCHEMA_VERSION",
     "Page",
     "Row",
     "Scope",
     "Store",
+    "TaskRow",
     "TokenInfo",
     "Tx",
     "check_password",
@@ -36,11 +59,25 @@ __all__ = [
 ]
 
 
-class Tx(TaskOps, AccountOps):
+class Tx(TaskOps, ListingOps, ActionOps, AccountOps):
     """Every store operation, bound to one open transaction."""
 
     def __init__(self, cur: Cursor) -> None:
         self.cur = cur
+        self._savepoints = itertools.count()
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """Run a block so that an exception undoes only what the block did (and is raised on)."""
+        name = f"sp{next(self._savepoints)}"
+        self.cur.execute(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            self.cur.execute(f"ROLLBACK TO SAVEPOINT {name}")
+            self.cur.execute(f"RELEASE SAVEPOINT {name}")
+            raise
+        self.cur.execute(f"RELEASE SAVEPOINT {name}")
 
 
 class Store:

@@ -59,6 +59,17 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE tasks ADD COLUMN idempotency_key TEXT",
         "CREATE UNIQUE INDEX tasks_idempotency ON tasks (project_id, idempotency_key)",
     ],
+    # 4: task references (the key above is a task's ref): born = 0 marks a placeholder made by a write by
+    # reference that arrived before the create; and a client's key for an action, so a retried POST adds one
+    [
+        "ALTER TABLE tasks ADD COLUMN born INTEGER NOT NULL DEFAULT 1",
+        "ALTER TABLE actions ADD COLUMN idempotency_key TEXT",
+        "CREATE UNIQUE INDEX actions_idempotency ON actions (task_id, idempotency_key)",
+    ],
+    # 5: each project's secret for signing its webhook deliveries (made when first needed)
+    [
+        "ALTER TABLE projects ADD COLUMN webhook_secret TEXT",
+    ],
 ]
 
 LATEST = len(MIGRATIONS)

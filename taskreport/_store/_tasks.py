@@ -1,213 +1,71 @@
-"""Tasks and actions in the store, with the rules the service applies on every write."""
+"""Writing tasks: create, update (by id or by reference), cancel and sweep, with the rules the service applies
+on every write (times, parents, tags, trigger firings).
+
+The three writes, as the embedded transport and the server call them::
+
+    row = tx.create_task(scope, fields, idempotency_key=ref, parent_ref=None)   # the task's birth
+    row = tx.update_task_by_ref(scope, ref, fields, parent_ref=None)           # from a process holding the ref
+    row = tx.update_task(scope, task_id, fields)                               # by the service's id
+
+``fields`` are validated (:func:`taskreport._validation.validate_task`). Each returns a :class:`TaskRow`, the
+task as the API renders it; ``row.replayed`` says a create found its task already born and changed nothing.
+The reference rules (placeholders, fill-in, flattening parents) are described in ``_refs``.
+"""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import dataclasses
-import json
-import secrets
-import string
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
-from .._errors import NotFound, ValidationError
+from .._errors import ValidationError
 from .._models import value_percent
 from .._status import RUNNING, TERMINAL
-from .._status import VALUES as STATUS_VALUES
+from ._actions import insert_action
 from ._db import Cursor, Row
+from ._refs import check_parent, fill_in, has_children, insert_placeholder, reparent_children, resolve_parent_ref
+from ._rows import PLAIN, Scope, TaskRow, dump_json, find_task, load_json, new_task_id, task_out, task_row
 from ._triggers import queue_firings
 
-_ID_ALPHABET = string.ascii_letters + string.digits
-#: plain columns copied from validated fields as they are
-_PLAIN = (
-    "name",
-    "queue",
-    "external_id",
-    "status",
-    "value",
-    "value_max",
-    "start_time",
-    "end_time",
-    "time_to_start",
-    "max_runtime",
-    "stale_timeout",
+_INSERT = (
+    "INSERT INTO tasks (public_id, project_id, name, queue, external_id, status, value, value_max, data, tags,"
+    " parent, created, updated, start_time, end_time, time_to_start, max_runtime, stale_timeout, idempotency_key)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    # a concurrent create with the same reference (PostgreSQL) waits for it, then finds its task
+    " ON CONFLICT (project_id, idempotency_key) DO NOTHING RETURNING id"
 )
-MAX_PAGE_SIZE = 1000
-DEFAULT_PAGE_SIZE = 50
 
 
-def new_task_id() -> str:
-    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(22))
+def _trigger_state(row: Row) -> Row:
+    return {
+        "value": row["value"],
+        "value_percent": value_percent(row["value"], row["value_max"]),
+        "status": row["status"],
+    }
 
 
-@dataclasses.dataclass(frozen=True)
-class Scope:
-    """One project of one organization: everything a task belongs to."""
-
-    organization_id: int
-    organization: str
-    project_id: int
-    project: str
+def _replayed(row: Row, scope: Scope) -> TaskRow:
+    """A create whose task was born already (a retry, a spool delivered twice): the task as it is."""
+    out = task_out(row, scope)
+    out.replayed = True
+    return out
 
 
-@dataclasses.dataclass
-class Page:
-    results: list[Row]
-    next_cursor: str | None = None
-    previous_cursor: str | None = None
-
-
-def _encode_cursor(direction: str, key: int) -> str:
-    return base64.urlsafe_b64encode(f"{direction}:{key}".encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[str, int]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        direction, key = raw.split(":", 1)
-        if direction not in ("n", "p"):
-            raise ValueError(direction)
-        return direction, int(key)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise ValidationError("Invalid cursor", attr="cursor", code="invalid_cursor") from None
-
-
-def _dump(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"))
+def _parent_args(fields: Mapping[str, Any], parent_ref: str | None, ref: str | None) -> None:
+    if parent_ref is None:
+        return
+    if fields.get("parent") is not None:
+        raise ValidationError("Give parent or parent_ref, not both.", attr="parent_ref")
+    if parent_ref == ref:
+        raise ValidationError("A task can not be its own parent.", attr="parent_ref")
 
 
 class TaskOps:
     cur: Cursor
 
-    # -- reading -----------------------------------------------------------------------------------
-    def _task_out(self, row: Row, scope: Scope) -> Row:
-        data = row["data"]
-        tags = row["tags"]
-        return {
-            "id": row["public_id"],
-            "organization": scope.organization,
-            "project": scope.project,
-            "name": row["name"],
-            "queue": row["queue"],
-            "external_id": row["external_id"],
-            "status": row["status"],
-            "value": row["value"],
-            "value_max": row["value_max"],
-            "value_percent": value_percent(row["value"], row["value_max"]),
-            "data": None if data is None else json.loads(data),
-            "tags": json.loads(tags) if tags else {},
-            "parent": row["parent"],
-            "created": row["created"],
-            "updated": row["updated"],
-            "start_time": row["start_time"],
-            "end_time": row["end_time"],
-            "time_to_start": row["time_to_start"],
-            "max_runtime": row["max_runtime"],
-            "stale_timeout": row["stale_timeout"],
-        }
-
-    def _task_row(self, scope: Scope, task_id: str, *, for_update: bool = False) -> Row:
-        lock = " FOR UPDATE" if for_update and self.cur.dialect.name == "postgresql" else ""
-        row = self.cur.one(
-            "SELECT * FROM tasks WHERE project_id = ? AND public_id = ?" + lock, (scope.project_id, task_id)
-        )
-        if row is None:
-            raise NotFound("Not found.")
-        return row
-
-    def get_task(self, scope: Scope, task_id: str) -> Row:
+    def get_task(self, scope: Scope, task_id: str) -> TaskRow:
         # in a write transaction the row stays locked until commit, so an update based on it can't be lost
-        return self._task_out(self._task_row(scope, str(task_id), for_update=self.cur.write), scope)
-
-    def list_tasks(
-        self,
-        scope: Scope,
-        *,
-        status: str | Iterable[str] | None = None,
-        name: str | None = None,
-        tag: str | Iterable[str] | Mapping[str, str] | None = None,
-        parent: str | None = None,
-        external_id: str | None = None,
-        cursor: str | None = None,
-        page_size: int | None = None,
-    ) -> Page:
-        """Newest first, keyset-paginated: a page costs the same wherever it is in the list."""
-        size = DEFAULT_PAGE_SIZE if page_size is None else page_size
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValidationError("must be a positive integer.", attr="page_size")
-        size = min(size, MAX_PAGE_SIZE)
-        where = ["project_id = ?"]
-        params: list[Any] = [scope.project_id]
-        if status is not None:
-            statuses = [status] if isinstance(status, str) else list(status)
-            statuses = [s.strip() for item in statuses for s in str(getattr(item, "value", item)).split(",")]
-            for wanted in statuses:
-                if wanted not in STATUS_VALUES:
-                    raise ValidationError(f"{wanted!r} is not a valid status.", attr="status", code="invalid_choice")
-            where.append(f"status IN ({', '.join('?' * len(statuses))})")
-            params.extend(statuses)
-        for column, equal in (("name", name), ("parent", parent), ("external_id", external_id)):
-            if equal is not None:
-                where.append(f"{column} = ?")
-                params.append(equal)
-        if tag is not None:
-            # every tag must match: a mapping, one "key:value" or several
-            if isinstance(tag, Mapping):
-                tags = dict(tag)
-            else:
-                tags = dict(_split_tag(t) for t in ([tag] if isinstance(tag, str) else tag))
-            for tag_key, tag_value in tags.items():
-                where.append("id IN (SELECT task_id FROM task_tags WHERE tag_key = ? AND tag_value = ?)")
-                params.extend([tag_key, tag_value])
-        direction, key = _decode_cursor(cursor) if cursor else ("n", None)
-        if key is not None:
-            where.append("id < ?" if direction == "n" else "id > ?")
-            params.append(key)
-        order = "DESC" if direction == "n" else "ASC"
-        rows = self.cur.all(
-            f"SELECT * FROM tasks WHERE {' AND '.join(where)} ORDER BY id {order} LIMIT ?",
-            [*params, size + 1],
-        )
-        more = len(rows) > size
-        rows = rows[:size]
-        if direction == "p":
-            rows.reverse()
-        page = Page([self._task_out(r, scope) for r in rows])
-        if rows:
-            first, last = rows[0]["id"], rows[-1]["id"]
-            if (direction == "n" and more) or (direction == "p" and key is not None):
-                page.next_cursor = _encode_cursor("n", last)
-            if (direction == "p" and more) or (direction == "n" and key is not None):
-                page.previous_cursor = _encode_cursor("p", first)
-        elif key is not None:
-            # an empty page past either end still lets the caller walk back
-            page.previous_cursor = _encode_cursor("p", key) if direction == "n" else None
-            page.next_cursor = _encode_cursor("n", key) if direction == "p" else None
-        return page
-
-    # -- writing -----------------------------------------------------------------------------------
-    def _check_parent(self, scope: Scope, parent: str, child_id: int | None) -> None:
-        row = self.cur.one(
-            "SELECT id, parent FROM tasks WHERE project_id = ? AND public_id = ?", (scope.project_id, parent)
-        )
-        if row is None:
-            raise ValidationError(
-                f"Invalid pk {parent!r} - object does not exist.", attr="parent", code="does_not_exist"
-            )
-        if row["parent"] is not None:
-            raise ValidationError("Tasks nest one level deep: the parent already has a parent.", attr="parent")
-        if child_id is not None:
-            if row["id"] == child_id:
-                raise ValidationError("A task can not be its own parent.", attr="parent")
-            has_children = self.cur.scalar(
-                "SELECT 1 FROM tasks WHERE project_id = ? AND parent = (SELECT public_id FROM tasks WHERE id = ?)"
-                " LIMIT 1",
-                (scope.project_id, child_id),
-            )
-            if has_children:
-                raise ValidationError("Tasks nest one level deep: this task has children.", attr="parent")
+        return task_out(task_row(self.cur, scope, str(task_id), lock="update"), scope)
 
     def _write_tags(self, task_pk: int, tags: Mapping[str, str], *, replace: bool) -> None:
         if replace:
@@ -217,95 +75,96 @@ class TaskOps:
                 "INSERT INTO task_tags (task_id, tag_key, tag_value) VALUES (?, ?, ?)", (task_pk, key, value)
             )
 
-    def create_task(
-        self, scope: Scope, fields: Mapping[str, Any], *, now: float | None = None, idempotency_key: str | None = None
-    ) -> Row:
-        """Insert a task from validated fields, applying the service's rules for times.
+    # -- create --------------------------------------------------------------------------------------
+    # Locks are taken parent first, then the task (then its children), in every write: two processes
+    # writing one task and its parent by reference must not each hold what the other waits for.
+    def _parent(self, scope: Scope, fields: Mapping[str, Any], parent_ref: str | None, now: float) -> str | None:
+        """The parent a write names, resolved (``parent_ref``) or checked (an explicit ``parent`` id)."""
+        if parent_ref is not None:
+            return resolve_parent_ref(self.cur, scope, parent_ref, now)
+        parent = fields.get("parent")
+        if parent is not None:
+            check_parent(self.cur, scope, parent, None)
+        return None if parent is None else str(parent)
 
-        With ``idempotency_key``, a second create with the same key (a retry whose first answer was lost)
-        updates and returns the task the first one made instead of making another.
-        """
+    def create_task(
+        self,
+        scope: Scope,
+        fields: Mapping[str, Any],
+        *,
+        now: float | None = None,
+        idempotency_key: str | None = None,
+        parent_ref: str | None = None,
+    ) -> TaskRow:
+        """Create a task from validated fields. ``idempotency_key`` is its reference: a second create with it
+        changes nothing (``replayed``), and a placeholder made by an update by reference is filled in.
+        ``parent_ref``: the parent by its reference (instead of ``fields["parent"]``), flattened to one level."""
         now = time.time() if now is None else now
-        if idempotency_key is not None:
-            existing = self._by_idempotency_key(scope, idempotency_key)
+        _parent_args(fields, parent_ref, idempotency_key)
+        ref = idempotency_key
+        if ref is not None:
+            # a replay changes nothing, so it needs no lock (and makes no placeholder parent)
+            seen = find_task(self.cur, scope, ref=ref)
+            if seen is not None and seen["born"]:
+                return _replayed(seen, scope)
+        parent = self._parent(scope, fields, parent_ref, now)
+        if ref is not None:
+            existing = find_task(self.cur, scope, ref=ref, lock="update")
             if existing is not None:
-                return self._replay_create(scope, existing, fields, now)
-        row: Row = dict.fromkeys(_PLAIN)
-        row.update({k: fields[k] for k in _PLAIN if k in fields})
+                return self._create_existing(scope, existing, fields, parent, parent_ref is not None, now)
+        row: Row = dict.fromkeys(PLAIN)
+        row.update({k: fields[k] for k in PLAIN if k in fields})
         row["status"] = row["status"] or "pending"
         if row["value_max"] is None:
             row["value_max"] = 100
-        _apply_status_rules(row, None, fields, now, created=now)
-        parent = fields.get("parent")
-        if parent is not None:
-            self._check_parent(scope, parent, None)
+        apply_status_rules(row, None, fields, now, created=now)
         tags = dict(fields.get("tags") or {})
-        public_id = new_task_id()
-        inserted = self.cur.one(
-            "INSERT INTO tasks (public_id, project_id, name, queue, external_id, status, value, value_max, data,"
-            " tags, parent, created, updated, start_time, end_time, time_to_start, max_runtime, stale_timeout,"
-            " idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            # a concurrent create with the same key (PostgreSQL) waits for it, then finds its task below
-            " ON CONFLICT (project_id, idempotency_key) DO NOTHING RETURNING id",
-            (
-                public_id,
-                scope.project_id,
-                row["name"],
-                row["queue"],
-                row["external_id"],
-                row["status"],
-                row["value"],
-                row["value_max"],
-                _dump(fields.get("data")),
-                _dump(tags),
-                parent,
-                now,
-                now,
-                row["start_time"],
-                row["end_time"],
-                row["time_to_start"],
-                row["max_runtime"],
-                row["stale_timeout"],
-                idempotency_key,
-            ),
-        )
-        if inserted is None:
-            assert idempotency_key is not None
-            existing = self._by_idempotency_key(scope, idempotency_key)
-            assert existing is not None
-            return self._replay_create(scope, existing, fields, now)
-        pk = int(inserted["id"])
-        if tags:
-            self._write_tags(pk, tags, replace=False)
         row.update(
-            id=pk,
-            public_id=public_id,
-            data=_dump(fields.get("data")),
-            tags=_dump(tags),
+            public_id=new_task_id(),
+            data=dump_json(fields.get("data")),
+            tags=dump_json(tags),
             parent=parent,
             created=now,
             updated=now,
+            idempotency_key=ref,
         )
+        columns = ("public_id", "name", "queue", "external_id", "status", "value", "value_max", "data", "tags",
+                   "parent", "created", "updated", "start_time", "end_time", "time_to_start", "max_runtime",
+                   "stale_timeout", "idempotency_key")  # fmt: skip
+        values = [row[c] for c in columns]
+        inserted = self.cur.one(_INSERT, [values[0], scope.project_id, *values[1:]])
+        if inserted is None:
+            # another transaction made this reference meanwhile (and has committed)
+            assert ref is not None
+            existing = find_task(self.cur, scope, ref=ref, lock="update")
+            assert existing is not None
+            return self._create_existing(scope, existing, fields, parent, parent_ref is not None, now)
+        row["id"] = pk = int(inserted["id"])
+        if tags:
+            self._write_tags(pk, tags, replace=False)
         for action in fields.get("actions") or ():
-            self._insert_action(pk, action, now)
-        out = self._task_out(row, scope)
+            insert_action(self.cur, pk, action, now)
+        out = task_out(row, scope)
         queue_firings(self.cur, pk, None, out, now=now)
         return out
 
-    def _by_idempotency_key(self, scope: Scope, key: str) -> str | None:
-        row = self.cur.one(
-            "SELECT public_id FROM tasks WHERE project_id = ? AND idempotency_key = ?", (scope.project_id, key)
-        )
-        return None if row is None else str(row["public_id"])
+    def _create_existing(
+        self, scope: Scope, old: Row, fields: Mapping[str, Any], parent: str | None, by_ref: bool, now: float
+    ) -> TaskRow:
+        if old["born"]:
+            return _replayed(old, scope)
+        changed = fill_in(old, fields)
+        new = {**old, **changed}
+        apply_status_rules(new, old, fields, now, created=old["created"])
+        for key in ("start_time", "end_time", "time_to_start"):
+            if new[key] != old[key]:
+                changed[key] = new[key]
+        if parent is not None and old["parent"] is None:
+            self._adopt(scope, old, parent, now, attr="parent_ref" if by_ref else "parent")
+            changed["parent"] = new["parent"] = parent
+        return self._save(scope, old, new, changed, fields, now, born=True)
 
-    def _replay_create(self, scope: Scope, task_id: str, fields: Mapping[str, Any], now: float) -> Row:
-        # the retry carries the latest state; actions the first attempt already made are not made twice
-        current = self._task_row(scope, task_id, for_update=True)
-        if current["status"] in TERMINAL and fields.get("status") not in TERMINAL:
-            # a late copy of an earlier state (a spool delivered after the task finished) must not undo its end
-            return self._task_out(current, scope)
-        return self.update_task(scope, task_id, fields, now=now)
-
+    # -- update --------------------------------------------------------------------------------------
     def update_task(
         self,
         scope: Scope,
@@ -314,53 +173,121 @@ class TaskOps:
         *,
         now: float | None = None,
         events: Collection[str] = (),
-    ) -> Row:
+        parent_ref: str | None = None,
+    ) -> TaskRow:
         """Apply validated fields to a task. ``data`` and ``tags`` replace what was there, as the API does.
 
         ``events`` are trigger points this write stands for besides its fields (the sweeper's
-        ``max_runtime_exceeded``).
+        ``max_runtime_exceeded``). ``parent_ref``: set the parent by its reference (flattened to one level;
+        the task's children, if any, move there too); like ``parent``, it can not change once set.
         """
         now = time.time() if now is None else now
-        old = self._task_row(scope, str(task_id), for_update=True)
+        _parent_args(fields, parent_ref, None)
+        parent = self._parent(scope, fields, parent_ref, now)
+        old = task_row(self.cur, scope, str(task_id), lock="update")
+        return self._update(scope, old, fields, now, events, parent_ref, parent)
+
+    def update_task_by_ref(
+        self,
+        scope: Scope,
+        ref: str,
+        fields: Mapping[str, Any],
+        *,
+        now: float | None = None,
+        parent_ref: str | None = None,
+    ) -> TaskRow:
+        """Apply validated fields to the task with reference ``ref``, as :meth:`update_task` does. With no such
+        task yet (its create has not arrived), a placeholder is made for the create to fill in: named
+        ``fields["name"]`` or the reference, pending."""
+        now = time.time() if now is None else now
+        _parent_args(fields, parent_ref, ref)
+        parent = self._parent(scope, fields, parent_ref, now)
+        row = find_task(self.cur, scope, ref=ref, lock="update")
+        if row is None:
+            insert_placeholder(self.cur, scope, ref, str(fields.get("name") or ref), now)
+            row = find_task(self.cur, scope, ref=ref, lock="update")
+            assert row is not None
+        return self._update(scope, row, fields, now, (), parent_ref, parent)
+
+    def _update(
+        self,
+        scope: Scope,
+        old: Row,
+        fields: Mapping[str, Any],
+        now: float,
+        events: Collection[str],
+        parent_ref: str | None,
+        parent: str | None,
+    ) -> TaskRow:
+        if parent_ref is not None and parent_ref == old["idempotency_key"]:
+            raise ValidationError("A task can not be its own parent.", attr="parent_ref")
         new = dict(old)
-        changed: dict[str, Any] = {}
-        for key in _PLAIN:
-            if key in fields:
-                changed[key] = fields[key]
+        changed: dict[str, Any] = {k: fields[k] for k in PLAIN if k in fields}
         new.update(changed)
-        _apply_status_rules(new, old, fields, now, created=old["created"])
+        apply_status_rules(new, old, fields, now, created=old["created"])
         for key in ("start_time", "end_time", "time_to_start"):
             if new[key] != old[key]:
                 changed[key] = new[key]
-        if "data" in fields:
-            changed["data"] = new["data"] = _dump(fields["data"])
-        if "tags" in fields:
-            changed["tags"] = new["tags"] = _dump(fields["tags"])
-        if "parent" in fields and fields["parent"] != old["parent"]:
+        for key in ("data", "tags"):
+            if key in fields:
+                changed[key] = fields[key] if key == "data" else (fields[key] or {})
+        attr = "parent" if parent_ref is None else "parent_ref"
+        if parent is None and "parent" in fields and old["parent"] is not None:
+            raise ValidationError("A task's parent can not be removed.", attr="parent")
+        if parent is not None and parent != old["parent"]:
             if old["parent"] is not None:
-                raise ValidationError("A task's parent can not be changed once set.", attr="parent")
-            if fields["parent"] is not None:
-                self._check_parent(scope, fields["parent"], old["id"])
-                changed["parent"] = new["parent"] = fields["parent"]
-        changed["updated"] = new["updated"] = now
-        assignments = ", ".join(f"{k} = ?" for k in changed)
-        self.cur.execute(f"UPDATE tasks SET {assignments} WHERE id = ?", [*changed.values(), old["id"]])
-        if "tags" in fields:
-            self._write_tags(old["id"], fields["tags"] or {}, replace=True)
+                raise ValidationError("A task's parent can not be changed once set.", attr=attr)
+            if parent_ref is not None:
+                self._adopt(scope, old, parent, now)  # flattened: its children move there too
+            elif parent == old["public_id"]:
+                raise ValidationError("A task can not be its own parent.", attr="parent")
+            elif has_children(self.cur, scope, old["id"]):
+                raise ValidationError("Tasks nest one level deep: this task has children.", attr="parent")
+            changed["parent"] = new["parent"] = parent
+        return self._save(scope, old, new, changed, fields, now, events=events)
+
+    def _adopt(self, scope: Scope, task: Row, parent: str, now: float, *, attr: str = "parent_ref") -> None:
+        """``task`` gets ``parent``; its children, if it has any, move there too (tasks nest one level deep)."""
+        if parent == task["public_id"]:
+            raise ValidationError("A task can not be its own parent.", attr=attr)
+        if has_children(self.cur, scope, task["id"]):
+            reparent_children(self.cur, scope, task["public_id"], parent, now)
+
+    def _save(
+        self,
+        scope: Scope,
+        old: Row,
+        new: Row,
+        changed: dict[str, Any],
+        fields: Mapping[str, Any],
+        now: float,
+        *,
+        born: bool = False,
+        events: Collection[str] = (),
+    ) -> TaskRow:
+        """Write ``changed`` columns (``data`` and ``tags`` as values), the actions in ``fields``, and the
+        firings the change causes."""
+        columns = dict(changed)
+        for key in ("data", "tags"):
+            if key in columns:
+                columns[key] = new[key] = dump_json(columns[key])
+        if born:
+            columns["born"] = new["born"] = 1
+        columns["updated"] = new["updated"] = now
+        assignments = ", ".join(f"{k} = ?" for k in columns)
+        self.cur.execute(f"UPDATE tasks SET {assignments} WHERE id = ?", [*columns.values(), old["id"]])
+        if "tags" in changed:
+            self._write_tags(old["id"], changed["tags"], replace=True)
         for action in fields.get("actions") or ():
-            self._insert_action(old["id"], action, now, unless_present=True)
-        out = self._task_out(new, scope)
-        before = {
-            "value": old["value"],
-            "value_percent": value_percent(old["value"], old["value_max"]),
-            "status": old["status"],
-        }
-        queue_firings(self.cur, old["id"], before, out, events=events, now=now)
+            insert_action(self.cur, old["id"], action, now, unless_present=True)
+        out = task_out(new, scope)
+        queue_firings(self.cur, old["id"], _trigger_state(old), out, events=events, now=now)
         return out
 
-    def cancel_task(self, scope: Scope, task_id: str, *, now: float | None = None) -> Row:
+    def cancel_task(self, scope: Scope, task_id: str, *, now: float | None = None) -> TaskRow:
         return self.update_task(scope, task_id, {"status": "cancelled"}, now=now)
 
+    # -- sweep ---------------------------------------------------------------------------------------
     def sweep(self, now: float | None = None) -> list[tuple[Scope, Row, str]]:
         """Mark running tasks that stopped updating as stale, and over-running ones as errors.
 
@@ -382,7 +309,7 @@ class TaskOps:
             scope = Scope(row["org_pk"], row["org_slug"], row["project_id"], row["project_slug"])
             started = row["start_time"] if row["start_time"] is not None else row["created"]
             if row["max_runtime"] is not None and started + row["max_runtime"] < now:
-                data = json.loads(row["data"]) if row["data"] else {}
+                data = load_json(row["data"]) or {}
                 if not isinstance(data, dict):
                     data = {"data": data}
                 data["error"] = f"max_runtime exceeded: running longer than {row['max_runtime']} s"
@@ -399,107 +326,8 @@ class TaskOps:
                 out.append((scope, task, "stale"))
         return out
 
-    # -- actions -----------------------------------------------------------------------------------
-    def _action_out(self, row: Row, task_public_id: str) -> Row:
-        return {
-            "id": row["id"],
-            "task": task_public_id,
-            "trigger": row["trigger"],
-            "integration": row["integration"],
-            "status": row["status"],
-            "config": None if row["config"] is None else json.loads(row["config"]),
-            "created": row["created"],
-            "updated": row["updated"],
-        }
 
-    def _insert_action(
-        self, task_pk: int, fields: Mapping[str, Any], now: float, *, unless_present: bool = False
-    ) -> int | None:
-        """Add an action. ``unless_present``: actions that come inside a task's body are identified by what
-        they do (trigger, integration, config), so a body sent again after a lost answer adds nothing twice."""
-        if unless_present and self.cur.one(
-            'SELECT id FROM actions WHERE task_id = ? AND "trigger" = ? AND integration = ? AND status = ?'
-            " AND COALESCE(config, '') = ?",
-            (task_pk, fields["trigger"], fields["integration"], "active", _dump(fields.get("config")) or ""),
-        ):
-            return None
-        return self.cur.insert(
-            'INSERT INTO actions (task_id, "trigger", integration, status, config, created, updated)'
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                task_pk,
-                fields["trigger"],
-                fields["integration"],
-                "active",
-                _dump(fields.get("config")),
-                now,
-                now,
-            ),
-        )
-
-    def list_actions(self, scope: Scope, task_id: str) -> list[Row]:
-        task = self._task_row(scope, str(task_id))
-        rows = self.cur.all("SELECT * FROM actions WHERE task_id = ? ORDER BY id", (task["id"],))
-        return [self._action_out(r, task["public_id"]) for r in rows]
-
-    def create_action(self, scope: Scope, task_id: str, fields: Mapping[str, Any], *, now: float | None = None) -> Row:
-        now = time.time() if now is None else now
-        task = self._task_row(scope, str(task_id))
-        action_id = self._insert_action(task["id"], fields, now)
-        assert action_id is not None
-        return self.get_action(scope, task_id, action_id)
-
-    def _action_row(self, scope: Scope, task_id: str, action_id: int | str) -> tuple[Row, Row]:
-        task = self._task_row(scope, str(task_id))
-        try:
-            pk = int(action_id)
-        except (TypeError, ValueError):
-            raise NotFound("Not found.") from None
-        row = self.cur.one("SELECT * FROM actions WHERE id = ? AND task_id = ?", (pk, task["id"]))
-        if row is None:
-            raise NotFound("Not found.")
-        return task, row
-
-    def get_action(self, scope: Scope, task_id: str, action_id: int | str) -> Row:
-        task, row = self._action_row(scope, task_id, action_id)
-        return self._action_out(row, task["public_id"])
-
-    def update_action(
-        self,
-        scope: Scope,
-        task_id: str,
-        action_id: int | str,
-        fields: Mapping[str, Any],
-        *,
-        now: float | None = None,
-    ) -> Row:
-        now = time.time() if now is None else now
-        _task, row = self._action_row(scope, task_id, action_id)
-        changed: dict[str, Any] = {}
-        for key in ("trigger", "integration"):
-            if key in fields:
-                changed[f'"{key}"' if key == "trigger" else key] = fields[key]
-        if "config" in fields:
-            changed["config"] = _dump(fields["config"])
-        if "status" in fields:
-            changed["status"] = fields["status"]
-        changed["updated"] = now
-        assignments = ", ".join(f"{k} = ?" for k in changed)
-        self.cur.execute(f"UPDATE actions SET {assignments} WHERE id = ?", [*changed.values(), row["id"]])
-        return self.get_action(scope, task_id, row["id"])
-
-    def cancel_action(self, scope: Scope, task_id: str, action_id: int | str) -> None:
-        self.update_action(scope, task_id, action_id, {"status": "cancelled"})
-
-
-def _split_tag(tag: str) -> tuple[str, str]:
-    key, sep, value = str(tag).partition(":")
-    if not sep or not key:
-        raise ValidationError("must be namespace:value.", attr="tag")
-    return key, value
-
-
-def _apply_status_rules(row: Row, old: Row | None, fields: Mapping[str, Any], now: float, *, created: float) -> None:
+def apply_status_rules(row: Row, old: Row | None, fields: Mapping[str, Any], now: float, *, created: float) -> None:
     """start_time when a task first runs, end_time when it ends, time_to_start when it leaves pending."""
     status = row["status"]
     if old is not None and status == old["status"]:

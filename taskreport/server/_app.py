@@ -160,6 +160,13 @@ def _task_fields(data: Any, *, partial: bool) -> dict[str, Any]:
     return fields
 
 
+def _idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key") or None
+    if key is not None and len(key) > 255:
+        raise ValidationError("must have at most 255 characters.", attr="Idempotency-Key")
+    return key
+
+
 class Ctx:
     """One request, once routed and authenticated."""
 
@@ -447,7 +454,7 @@ class TaskServer:
         statuses = [value for value in query.getlist("status") if value.strip()]
         if statuses:
             filters["status"] = statuses
-        for name in ("name", "parent", "external_id"):
+        for name in ("name", "parent", "external_id", "ref"):
             if name in query:
                 filters[name] = query[name]
         tags = query.getlist("tag")
@@ -479,11 +486,10 @@ class TaskServer:
     async def tasks_post(self, ctx: Ctx) -> Response:
         scope = await self._project(ctx)
         fields = _task_fields(await self._body(ctx.request), partial=False)
-        key = ctx.request.headers.get("idempotency-key") or None
-        if key is not None and len(key) > 255:
-            raise ValidationError("must have at most 255 characters.", attr="Idempotency-Key")
+        key = _idempotency_key(ctx.request)
         row = await self._write(lambda tx: tx.create_task(scope, fields, idempotency_key=key))
-        return json_response(render_task(row, ctx.base), 201)
+        # a replay (the key was used before) answers with the task as it is, and says it made nothing
+        return json_response(render_task(row, ctx.base), 200 if row.replayed else 201)
 
     async def task_get(self, ctx: Ctx) -> Response:
         scope = await self._project(ctx)
@@ -522,7 +528,9 @@ class TaskServer:
         fields = validate_action(_expect_object(await self._body(ctx.request)), partial=False)
         check_action(fields)
         task_id = ctx.params["task"]
-        row = await self._write(lambda tx: tx.create_action(scope, task_id, fields))
+        key = _idempotency_key(ctx.request)
+        # a repeat with the same key answers with the action the first made (201 both times)
+        row = await self._write(lambda tx: tx.create_action(scope, task_id, fields, idempotency_key=key))
         return json_response(render_action(row), 201)
 
     async def action_get(self, ctx: Ctx) -> Response:

@@ -191,26 +191,59 @@ def test_schema_is_served_as_yaml_and_json(sqlite_server: LiveServer) -> None:
     assert httpx.get(f"{sqlite_server.url}/api/schema/", headers={"Accept": "application/json"}).json() == schema
 
 
-def test_shipped_schema_matches_the_reference() -> None:
+def test_shipped_schema_is_the_reference_with_our_extensions() -> None:
     import taskreport.server
+    from taskreport.server._schema import build
 
     package = Path(taskreport.server.__file__).parent
     reference = Path(__file__).resolve().parents[3] / "shared" / "spec" / "taskbadger-openapi.yaml"
     if not reference.exists():
         pytest.skip("../shared/spec is not beside this checkout")
-    assert (package / "openapi.yaml").read_text() == reference.read_text()
     yaml = pytest.importorskip("yaml")
-    assert json.loads((package / "openapi.json").read_text()) == yaml.safe_load(reference.read_text())
+    expected = build(yaml.safe_load(reference.read_text()))
+    assert json.loads((package / "openapi.json").read_text()) == expected
+    assert yaml.safe_load((package / "openapi.yaml").read_text()) == expected
+    # what the extensions add, and nothing of the reference is lost
+    task = expected["components"]["schemas"]["Task"]["properties"]
+    assert task["ref"]["nullable"] and task["queue"]["nullable"] and task["external_id"]["nullable"]
+    original = yaml.safe_load(reference.read_text())
+    assert set(original["paths"]) < set(expected["paths"])
+    assert set(original["components"]["schemas"]) < set(expected["components"]["schemas"])
 
 
 def test_idempotency_key_header_makes_a_repeated_create_return_the_same_task(live_server: LiveServer) -> None:
     headers = {**live_server.headers(), "Idempotency-Key": "create-1"}
     first = requests.post(live_server.tasks_url, json={"name": "once"}, headers=headers, timeout=10)
     again = requests.post(live_server.tasks_url, json={"name": "once", "value": 3}, headers=headers, timeout=10)
-    assert first.status_code == again.status_code == 201
-    assert first.json()["id"] == again.json()["id"] and again.json()["value"] == 3
+    # the key is the task's ref; the repeat is a replay: 200, and the task as the first create left it
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert first.json()["id"] == again.json()["id"] and again.json()["value"] is None
+    assert first.json()["ref"] == again.json()["ref"] == "create-1"
+    found = requests.get(live_server.tasks_url, params={"ref": "create-1"}, headers=live_server.headers(), timeout=10)
+    assert [t["id"] for t in found.json()["results"]] == [first.json()["id"]]
     listed = requests.get(live_server.tasks_url, headers=live_server.headers(), timeout=10).json()["results"]
     assert len(listed) == 1
     too_long = {**live_server.headers(), "Idempotency-Key": "k" * 256}
     bad = requests.post(live_server.tasks_url, json={"name": "x"}, headers=too_long, timeout=10)
     assert bad.status_code == 400 and bad.json()["errors"][0]["attr"] == "Idempotency-Key"
+
+
+def test_idempotency_key_header_makes_a_repeated_action_post_add_one_action(live_server: LiveServer) -> None:
+    with _client(live_server) as http:
+        task = http.post(live_server.tasks_url, json={"name": "t"}).json()
+        other = http.post(live_server.tasks_url, json={"name": "u"}).json()
+        url = f"{task['url']}actions/"
+        action = {"trigger": "success", "integration": "email", "config": {"to": "ops@example.com"}}
+        first = http.post(url, json=action, headers={"Idempotency-Key": "a-1"})
+        again = http.post(url, json={**action, "trigger": "error"}, headers={"Idempotency-Key": "a-1"})
+        assert first.status_code == again.status_code == 201
+        assert again.json() == first.json() and again.json()["trigger"] == "success"
+        second = http.post(url, json=action, headers={"Idempotency-Key": "a-2"})
+        unkeyed = [http.post(url, json=action).json()["id"] for _ in range(2)]
+        # keys are per task
+        elsewhere = http.post(f"{other['url']}actions/", json=action, headers={"Idempotency-Key": "a-1"})
+        assert elsewhere.status_code == 201 and elsewhere.json()["task"] == other["id"]
+        ids = [a["id"] for a in http.get(url).json()]
+        assert ids == [first.json()["id"], second.json()["id"], *unkeyed]
+        too_long = http.post(url, json=action, headers={"Idempotency-Key": "k" * 256})
+        assert too_long.status_code == 400 and too_long.json()["errors"][0]["attr"] == "Idempotency-Key"
