@@ -67,6 +67,12 @@ class Backlog:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 
+    def adopt(self, items: list[tuple[Entry, dict[str, Any]]], files: list[Path]) -> None:
+        """Take over another backlog's claims (``init()`` again, to the same place)."""
+        self.put_back(items)
+        with self._lock:
+            self._files.extend(files)
+
     def drain(self) -> tuple[list[tuple[Entry, dict[str, Any]]], list[Path]]:
         """Everything left, and the files it came from (to remove once it is written elsewhere)."""
         with self._lock:

@@ -348,7 +348,8 @@ class HttpTransport:
                 return ServerError(f"the service answered without a task: {str(row)[:100]!r}", status_code=502)
             return row
 
-        if len(ops) <= 1:
+        pool = self._executor() if len(ops) > 1 else None
+        if pool is None:
             return [one(op) for op in ops]
         # creates go one after another, so the service numbers tasks in the order they were made; updates
         # share the other connections
@@ -362,18 +363,22 @@ class HttpTransport:
 
         lanes = max(1, PARALLEL - (1 if creates else 0))
         work = ([creates] if creates else []) + [updates[lane::lanes] for lane in range(lanes) if updates[lane::lanes]]
-        pool = self._executor()
         for future in [pool.submit(run, indices) for indices in work]:
             future.result()
         return results
 
     def _executor(self) -> Any:
+        """A few threads for concurrent requests, or None when none can be started (the interpreter is
+        exiting: the last changes then go one by one from the exiting thread)."""
         pool = self._pool
         if pool is None:
-            # imported on first use: most processes talk to a server with the batch operation, or never here
-            from concurrent.futures import ThreadPoolExecutor
+            try:
+                # imported on first use: most processes talk to a server with the batch operation
+                from concurrent.futures import ThreadPoolExecutor
 
-            pool = self._pool = ThreadPoolExecutor(max_workers=PARALLEL, thread_name_prefix="taskreport-http")
+                pool = self._pool = ThreadPoolExecutor(max_workers=PARALLEL, thread_name_prefix="taskreport-http")
+            except RuntimeError:
+                return None
         return pool
 
     # -- direct calls ------------------------------------------------------------------------------

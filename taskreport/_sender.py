@@ -133,6 +133,8 @@ class Sender:
             self.event.clear()
             if self._stop_requested.is_set():
                 break
+            if time.monotonic() < self.policy.earliest(urgent=self.waiters > 0):
+                continue  # woken while backing off: sleep on, don't spin
             try:
                 self.cycle()
             except Exception as exc:  # a bug in taskreport must not stop reporting
@@ -166,25 +168,30 @@ class Sender:
             return
         self._queue_heartbeats()
         with self.inflight_lock:
-            taken = self.pending.take()
-            items: list[Item] = [(e, f, False) for e, f in taken.items()]
-            if self.backlog is not None and len(self.backlog):
-                items += [(e, f, True) for e, f in self.backlog.take(BACKLOG_ROUND)]
-            self.inflight = items
+            own: list[Item] = [(e, f, False) for e, f in self.pending.take().items()]
+            self.inflight = own
+        self._round(own)
+        # then some of the backlog, as a round of its own: this process's changes never wait behind it
+        backlog = self.backlog
+        if backlog is not None and len(backlog) and not self.disabled:
+            if time.monotonic() >= self.policy.earliest(urgent=False):
+                with self.inflight_lock:
+                    spooled: list[Item] = [(e, f, True) for e, f in backlog.take(BACKLOG_ROUND)]
+                    self.inflight = spooled
+                self._round(spooled)
+            backlog.release_if_done(busy=False)
+
+    def _round(self, items: list[Item]) -> None:
         if not items:
             return
-        if self.disabled:
-            self.failed += len(items)
-            with self.inflight_lock:
-                self.inflight = []
-            return
         try:
-            self._deliver(items)
+            if self.disabled:
+                self.failed += len(items)
+            else:
+                self._deliver(items)
         finally:
             with self.inflight_lock:
                 self.inflight = []
-            if self.backlog is not None:
-                self.backlog.release_if_done(busy=False)
 
     def _deliver(self, items: list[Item]) -> None:
         todo = items
@@ -435,7 +442,11 @@ class Sender:
         self.pending.hand_over(successor.pending)
         successor.pending.put_back([(e, f) for e, f, backlog in hanging if not backlog])
         backlog, files = self.backlog.drain() if self.backlog is not None else ([], [])
-        self._spool([], backlog + [(e, f) for e, f, b in hanging if b], files)
+        backlog += [(e, f) for e, f, b in hanging if b]
+        if successor.backlog is not None and successor.settings.target == self.settings.target:
+            successor.backlog.adopt(backlog, files)  # the claim stays this process's: no copy on disk
+        else:
+            self._spool([], backlog, files)
         try:
             self.transport.close()
         except Exception as exc:

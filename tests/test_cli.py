@@ -22,13 +22,13 @@ def runner() -> CliRunner:
 
 
 def make_tasks() -> list[str]:
-    ids = []
-    for i, status in enumerate(["success", "error", "processing"]):
-        t = taskreport.Task.create(f"job-{i}", status=status, value=i * 10, tags={"env": "prod" if i else "dev"})
-        ids.append(t.id)
+    tasks = [
+        taskreport.Task.create(f"job-{i}", status=status, value=i * 10, tags={"env": "prod" if i else "dev"})
+        for i, status in enumerate(["success", "error", "processing"])
+    ]
     assert taskreport.flush(5)
     taskreport.shutdown()
-    return [i for i in ids if i]
+    return [t.id for t in tasks if t.id]
 
 
 def one_line_error(stderr: str) -> str:
