@@ -9,7 +9,6 @@ do nothing when there is none or reporting is off. A framework that is missing o
 
 from __future__ import annotations
 
-import importlib
 import re
 import threading
 from collections.abc import Iterable
