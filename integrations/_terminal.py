@@ -107,6 +107,10 @@ class Terminal:
             return ""
         return self.process.stderr.read().decode()
 
+    def send(self, text: str) -> None:
+        """Type ``text`` (``\r`` is Enter, as a terminal sends it)."""
+        os.write(self.master, text.encode())
+
     def interrupt(self) -> None:
         os.killpg(self.process.pid, signal.SIGINT)
 

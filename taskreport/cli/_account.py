@@ -278,7 +278,10 @@ def _ask(current: dict[str, Any]) -> dict[str, Any]:
 @click.group(cls=ReportingGroup, invoke_without_command=True)
 @click.pass_context
 def config(ctx: click.Context) -> None:
-    """Show the settings and where each came from ('config show')."""
+    """Show the settings and where each came from.
+
+    'taskreport config' is 'taskreport config show'.
+    """
     if ctx.invoked_subcommand is None:
         ctx.invoke(show)
 

@@ -182,7 +182,7 @@ class LazyGroup(ReportingGroup):
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         sections: dict[str, list[tuple[str, str]]] = {}
         for name in self.list_commands(ctx):
-            if name in self.lazy and name not in self.commands:
+            if name in self.lazy:
                 entry = self.lazy[name]
                 sections.setdefault(entry.section, []).append((name, entry.help))
             else:
@@ -190,6 +190,8 @@ class LazyGroup(ReportingGroup):
                 if not command.hidden:
                     sections.setdefault("Commands", []).append((name, command.get_short_help_str(80)))
         order = list(dict.fromkeys(entry.section for entry in self.lazy.values()))
+        # one column width for every section, so that they line up
+        width = max((len(name) for rows in sections.values() for name, _ in rows), default=0)
         for section in sorted(sections, key=lambda s: order.index(s) if s in order else len(order)):
             with formatter.section(section):
-                formatter.write_dl(sections[section])
+                formatter.write_dl([(name.ljust(width), text) for name, text in sections[section]])

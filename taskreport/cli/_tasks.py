@@ -183,7 +183,10 @@ def no_task(settings: Any, task_id: str) -> str:
 @click.option("--timeout", type=Seconds(), default=30.0, show_default=True, help="Seconds to keep trying.")
 @click.pass_context
 def flush_spool(ctx: click.Context, timeout: float) -> None:
-    """Deliver tasks that earlier processes could not send before they exited."""
+    """Deliver what exited processes left in the spool.
+
+    Tasks that a process could not send before it exited are kept in the spool; this sends them.
+    """
     settings = settings_of(ctx)
     # this command delivers through the library's spool: it spools again what it could not deliver
     settings.connect(spool=True, strict=False, request_retries=3)
