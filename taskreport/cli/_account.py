@@ -113,8 +113,9 @@ def login(
         )
     chosen = project is not None
     if project is None:
-        same_org = saved.organization == organization and saved.sources.get("project", "default") != "default"
-        project = saved.project if same_org else "default"
+        project_set = saved.sources.get("project", "default") != "default"
+        org_fits = saved.organization == organization or saved.sources.get("organization", "default") == "default"
+        project = saved.project if project_set and org_fits else "default"
     found = _project_exists(url, token, organization, project)
     if not found and chosen:
         raise click.ClickException(
@@ -145,7 +146,7 @@ def _refuse_cleartext(url: str) -> None:
         )
 
 
-def _request(method: str, url: str, **kwargs: Any) -> Any:
+def _request(method: str, url: str, base: str, **kwargs: Any) -> Any:
     import requests
 
     from .._version import __version__
@@ -154,7 +155,7 @@ def _request(method: str, url: str, **kwargs: Any) -> Any:
     try:
         return requests.request(method, url, headers=headers, timeout=10, allow_redirects=False, **kwargs)
     except requests.RequestException as exc:
-        raise click.ClickException(f"cannot reach the task service at {url}: {transport_reason(exc)}") from None
+        raise click.ClickException(f"cannot reach the task service at {base}: {transport_reason(exc)}") from None
 
 
 def _detail(response: Any) -> str:
@@ -167,7 +168,7 @@ def _detail(response: Any) -> str:
 
 def _authenticate(url: str, username: str, password: str) -> dict[str, Any]:
     endpoint = f"{url}/api/authenticate/"
-    response = _request("POST", endpoint, json={"username": username, "password": password})
+    response = _request("POST", endpoint, url, json={"username": username, "password": password})
     if response.status_code in (400, 401, 403):
         raise click.ClickException(f"{url} refused the login: {_detail(response) or 'wrong username or password'}")
     if response.status_code == 429:
@@ -189,7 +190,7 @@ def _authenticate(url: str, username: str, password: str) -> dict[str, Any]:
 def _project_exists(url: str, token: str, organization: str, project: str) -> bool:
     quote = urllib.parse.quote
     tasks = f"{url}/api/{quote(organization, safe='')}/{quote(project, safe='')}/tasks/"
-    response = _request("GET", tasks, params={"page_size": 1}, headers={"Authorization": f"Token {token}"})
+    response = _request("GET", tasks, url, params={"page_size": 1}, headers={"Authorization": f"Token {token}"})
     return bool(response.status_code != 404)
 
 

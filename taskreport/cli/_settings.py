@@ -137,6 +137,8 @@ class Settings:
         import taskreport
 
         self.check_url()
+        if self.config.disabled:
+            raise click.ClickException("reporting is disabled: TASKREPORT_DISABLED is set")
         if self.log is None:
             self.log = CapturedLog()
             logger = logging.getLogger("taskreport")
