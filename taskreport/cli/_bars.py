@@ -207,14 +207,17 @@ class Style:
 
 def layout(rows: list[Row], width: int, style: Style) -> list[str]:
     """The rows as lines of at most ``width - 1`` columns (a full line would wrap on some terminals)."""
-    width = max(20, width - 1)
-    name_w = min(max((cells(r.name) for r in rows), default=4), max(12, width // 3))
+    width = max(10, width - 1)
     pct_w, counts_w = 4, max((len(r.counts) for r in rows), default=1)
     rate_w = max((len(r.rate) for r in rows), default=1)
     eta_w = max((len(r.eta) for r in rows), default=1)
     status_w = max((len(r.status) for r in rows), default=1)
-    fixed = name_w + 1 + pct_w + 1 + counts_w + 2 + rate_w + 2 + eta_w + 2 + status_w
-    bar_w = min(40, width - fixed - 1)
+    # what the name and the bar share: the rest, less the separators
+    room = width - (1 + pct_w + 1 + counts_w + 2 + rate_w + 2 + eta_w + 2 + status_w)
+    name_w = min(max((cells(r.name) for r in rows), default=4), 30)
+    if room - name_w - 1 < 10:
+        name_w = max(8, room - 1 - 10)
+    bar_w = min(40, room - name_w - 1)
     lines = []
     for r in rows:
         parts = [fit(r.name, name_w)]

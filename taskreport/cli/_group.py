@@ -124,7 +124,10 @@ class ReportingGroup(click.Group):
             _fail(f"{exc.format_message()} (see '{where} --help')", exc.exit_code)
         except click.ClickException as exc:
             _fail(exc.format_message(), exc.exit_code)
-        except click.Abort:
+        except click.Abort as exc:
+            # click turns Ctrl-C into Abort; a shell reports it as 130
+            if isinstance(exc.__context__, KeyboardInterrupt):
+                _fail("interrupted", 130)
             _fail("aborted", 1)
         except KeyboardInterrupt:
             _fail("interrupted", 130)

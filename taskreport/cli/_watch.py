@@ -171,7 +171,7 @@ class Watcher:
             self.failing_since = self.failing_since or now
             if now - self.failing_since > max(GIVE_UP, 3 * self.interval):
                 raise
-            self.problem = f"{explain(exc, self.settings)}; trying again"
+            self.problem = f"trying again: {explain(exc, self.settings)}"
             return
         self.problem = None
         self.failing_since = None
