@@ -1,6 +1,6 @@
 """``taskreport watch`` driven with CliRunner (plain output: not a terminal), and its bars' layout.
 
-The bars on a real terminal are tested end to end in ``integrations/test_cli_watch.py``.
+The bars on a real terminal are tested end to end in ``integrations/test_terminal_watch.py``.
 """
 
 from __future__ import annotations
