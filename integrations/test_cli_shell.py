@@ -74,7 +74,7 @@ def test_every_failure_is_one_line_from_the_real_script(env: dict[str, str]) -> 
         (["list", "--limit", "abc"], 2, "'abc' is not a whole number"),
         (["flush-spool", "--timeout", "-5"], 2, "'-5' is not a number of seconds"),
         (["watch", "nope"], 1, "no task with id 'nope'"),
-        (["login"], 2, "give the task service's URL"),
+        (["login", "localhost:8000"], 2, "did you mean 'http://localhost:8000'?"),
     ]
     for args, code, expected in cases:
         done = subprocess.run(["taskreport", *args], env=env, capture_output=True, text=True, timeout=60,
