@@ -253,3 +253,20 @@ def test_configure_asks_with_the_current_values_and_hides_the_token(tmp_path: Pa
     assert read_config_file(config) == {"url": "https://tasks.example.com", "token": "trk_new_fedcba9876543210",
                                         "organization": "acme", "project": "web"}
     assert config.read_text().startswith("# mine\n")
+
+
+def test_the_docs_recording_script_still_records(tmp_path: Path) -> None:
+    """``record_watch.py`` makes docs/img/watch.svg: it must keep working as watch changes."""
+    import xml.etree.ElementTree as ET
+
+    out = tmp_path / "watch.svg"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKREPORT_")}
+    done = subprocess.run([os.sys.executable, str(Path(__file__).parent / "record_watch.py"), str(out)], env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    root = ET.parse(out).getroot()
+    frames = root.findall("{http://www.w3.org/2000/svg}g")
+    assert len(frames) >= 5
+    text = "".join(root.itertext())
+    assert "█" in text and "import customers" in text and "success" in text and "ETA" in text
+    assert "did not succeed: send newsletter" in done.stdout
