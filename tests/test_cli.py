@@ -170,7 +170,7 @@ def test_help_and_version_import_no_heavy_module(isolated: Path) -> None:
         "    except SystemExit as exc:\n"
         "        assert exc.code == 0, exc.code\n"
         "heavy = ('requests', 'urllib3', 'taskreport.server', 'taskreport._store', 'taskreport._http',\n"
-        "         'taskreport._local', 'sqlite3', 'uvicorn', 'starlette', 'tomlkit')\n"
+        "         'taskreport._local', 'uvicorn', 'starlette', 'tomlkit')\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in {h.split('.')[0] for h in heavy}\n"
         "             and any(m == h or m.startswith(h + '.') for h in heavy)))\n"
     )

@@ -62,6 +62,7 @@ class Settings:
     project: str | None = None
     log: CapturedLog | None = None
     _config: Config | None = dataclasses.field(default=None, repr=False)
+    _propagate: bool = dataclasses.field(default=True, repr=False)
 
     def given(self) -> dict[str, Any]:
         return {k: v for k, v in (("url", self.url), ("token", self.token), ("organization", self.organization),
@@ -143,7 +144,7 @@ class Settings:
             self.log = CapturedLog()
             logger = logging.getLogger("taskreport")
             logger.addHandler(self.log)
-            logger.propagate = False
+            self._propagate, logger.propagate = logger.propagate, False
             click.get_current_context().call_on_close(self.disconnect)
         settings: dict[str, Any] = {"spool": False, "request_retries": 0, "strict": True, "exit_timeout": 0.0}
         settings.update(options)
@@ -158,7 +159,7 @@ class Settings:
         if self.log is not None:
             logger = logging.getLogger("taskreport")
             logger.removeHandler(self.log)
-            logger.propagate = True
+            logger.propagate = self._propagate
             self.log = None
 
 
