@@ -11,7 +11,6 @@ import logging
 import os
 import threading
 import time
-import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
@@ -230,7 +229,7 @@ class Client:
         if config is not None:
             fields["config"] = config
         # one key for every attempt: a retry after a lost answer never adds the action twice
-        row = self.transport.create_action(task_id, validate_action(fields, partial=False), uuid.uuid4().hex)
+        row = self.transport.create_action(task_id, validate_action(fields, partial=False), os.urandom(16).hex())
         return ActionRecord.from_api(row)
 
     def list_actions(self, task_id: str) -> list[ActionRecord]:

@@ -10,18 +10,17 @@ from __future__ import annotations
 import itertools
 import os
 import re
-import secrets
 
 #: what a reference may look like when it comes from elsewhere (an environment variable, a Celery header)
 REF_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,64}")
 
-_prefix = secrets.token_hex(10)
+_prefix = os.urandom(10).hex()
 _counter = itertools.count(1)
 
 
 def _new_prefix() -> None:
     global _prefix, _counter
-    _prefix = secrets.token_hex(10)
+    _prefix = os.urandom(10).hex()
     _counter = itertools.count(1)
 
 

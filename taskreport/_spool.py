@@ -17,7 +17,6 @@ import contextlib
 import json
 import os
 import re
-import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -28,14 +27,14 @@ from ._refs import is_ref, new_ref
 _CLAIMED = re.compile(r"\.claimed-(\d+)-([0-9a-f]+)$")
 VERSION = 2
 #: names this process's files: a pid alone repeats (every container's first process is pid 1)
-_token = secrets.token_hex(6)
+_token = os.urandom(6).hex()
 
 Record = dict[str, Any]
 
 
 def _new_token() -> None:
     global _token
-    _token = secrets.token_hex(6)
+    _token = os.urandom(6).hex()
 
 
 if hasattr(os, "register_at_fork"):
@@ -135,7 +134,7 @@ def write(directory: Path, target: str, records: list[Record]) -> Path | None:
         return None
     # task data may be private: the spool is the owner's alone from the moment it exists
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    name = f"{time.time():.6f}-{os.getpid()}-{_token}-{secrets.token_hex(4)}.json"
+    name = f"{time.time():.6f}-{os.getpid()}-{_token}-{os.urandom(4).hex()}.json"
     tmp = directory / f".{name}.tmp"
     body = {"version": VERSION, "target": target, "records": records}
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import time
-import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -62,6 +61,8 @@ def exception_data(exc: BaseException) -> dict[str, Any]:
         message = str(exc)
     except Exception:  # an exception whose __str__ fails still ends the task as an error
         message = f"<unprintable {type(exc).__name__}>"
+    import traceback  # only when a task fails: it costs every import of taskreport a few ms otherwise
+
     try:
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     except Exception:

@@ -126,7 +126,7 @@ class SQLiteDialect(Dialect):
                 return
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    raise sqlite3.OperationalError("database is locked (by another writer, past the deadline)") from None
+                    raise sqlite3.OperationalError("database is locked (another writer, past the deadline)") from None
                 time.sleep(0.005)
 
     @staticmethod
