@@ -56,8 +56,9 @@ def make_transport(config: Config) -> Transport:
     )
 
 
-def delivery_settings(config: Config) -> Settings:
+def delivery_settings(config: Config, threaded: bool = True) -> Settings:
     return Settings(
+        threaded=threaded,
         interval=config.flush_interval,
         strict=config.strict,
         request_timeout=config.request_timeout,
@@ -70,13 +71,20 @@ class Client:
     """Everything one configuration needs. Most code uses the module functions instead."""
 
     def __init__(
-        self, config: Config, transport: Transport | None = None, integrations: Iterable[Integration] = ()
+        self,
+        config: Config,
+        transport: Transport | None = None,
+        integrations: Iterable[Integration] = (),
+        *,
+        threaded: bool = True,
     ) -> None:
+        """``threaded=False``: no sender thread; changes wait until :meth:`flush` delivers them from the
+        calling thread (what an in-memory recorder for tests wants)."""
         self.config = config
         self.disabled = config.disabled
         self.transport: Transport = transport if transport is not None else make_transport(config)
         self.pending = Pending(max_pending=config.max_pending)
-        self.sender = Sender(self.pending, self.transport, delivery_settings(config))
+        self.sender = Sender(self.pending, self.transport, delivery_settings(config, threaded))
         self.integrations = setup_integrations(integrations)
         self._env_parent: Task | None = _UNSET
 
@@ -345,6 +353,15 @@ def get_client() -> Client:
 def current_client() -> Client | None:
     """The process-wide client if one was made (never makes one)."""
     return _client
+
+
+def swap_client(client: Client | None) -> Client | None:
+    """Make ``client`` the process-wide client without closing the one it replaces, which is returned (for
+    tools that put it back afterwards, such as ``taskreport.testing``)."""
+    global _client
+    with _lock:
+        old, _client = _client, client
+    return old
 
 
 def reset_lock() -> None:

@@ -47,6 +47,8 @@ class Settings:
     spool_dir: Path | None = None
     #: names where tasks go, so that a spool is only delivered to the place it was meant for
     target: str = ""
+    #: False: no thread; changes are delivered only when someone flushes (tests' in-memory recorders)
+    threaded: bool = True
 
 
 _live: weakref.WeakSet[Sender] = weakref.WeakSet()
@@ -105,6 +107,8 @@ class Sender:
             self.event.set()
 
     def _ensure_thread(self) -> None:
+        if not self.settings.threaded:
+            return
         with self.start_lock:
             if self.thread is not None or self.closed or self.stopping:
                 return
