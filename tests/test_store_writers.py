@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from taskreport._local import LocalTransport
+from taskreport._store import open_store
 
 fcntl = pytest.importorskip("fcntl", reason="writers queue on flock, which this platform lacks")
-from taskreport._store import open_store
 
 HOLDER = """
     import fcntl, os, sys, time
