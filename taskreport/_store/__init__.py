@@ -37,7 +37,7 @@ from ._listing import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_TAG_FILTERS, Listing
 from ._migrations import LATEST as SCHEMA_VERSION
 from ._migrations import migrate
 from ._passwords import check_password, hash_password, hash_token
-from ._rows import Page, Scope, TaskRow
+from ._rows import Page, Scope, TaskRow, scrub
 from ._tasks import TaskOps
 
 __all__ = [
@@ -56,6 +56,7 @@ __all__ = [
     "hash_password",
     "hash_token",
     "open_store",
+    "scrub",
 ]
 
 
