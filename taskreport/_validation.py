@@ -256,3 +256,35 @@ def validate_actions(value: Any) -> list[dict[str, Any]]:
     if not isinstance(value, list):
         raise ValidationError("must be a list of actions.", attr="actions")
     return [validate_action(item, partial=False, prefix=f"actions.{i}.") for i, item in enumerate(value)]
+
+
+def _texts(to: Any) -> list[str]:
+    if isinstance(to, str):
+        return [to]
+    if isinstance(to, list) and all(isinstance(item, str) for item in to):
+        return list(to)
+    raise ValueError("to must be an address or a list of addresses")
+
+
+def parse_recipients(to: Any) -> list[str]:
+    """The addresses in ``to`` (an address, a list of them, or a header-style list ``"a@x, B <b@y>"``), as
+    ``email.utils.getaddresses`` reads them. ValueError if anything in it is not a plain ``local@domain``:
+    a list that a mail server might read differently from this check (``"x@evil; ops@ok"``) is refused."""
+    import email.utils  # here, not at import: the client imports this module, and rarely sends email
+
+    texts = _texts(to)
+    if not texts:
+        raise ValueError("no address")
+    for text in texts:
+        if any(ord(c) < 32 or ord(c) == 127 for c in text):
+            raise ValueError(f"{text!r} holds a control character")
+    parsed = email.utils.getaddresses(texts)
+    addresses: list[str] = []
+    for _name, address in parsed:
+        local, at, domain = address.rpartition("@")
+        if not at or not local or not domain or "@" in local or any(c in address for c in " ,;<>\"'()[]\\"):
+            raise ValueError(f"{', '.join(texts)!r} is not a list of plain addresses (local@domain)")
+        addresses.append(address)
+    if not addresses:
+        raise ValueError("no address")
+    return addresses

@@ -76,8 +76,9 @@ def bind_socket(host: str, port: int) -> socket.socket:
 def run_server(app: Any, sock: socket.socket, **uvicorn_options: Any) -> None:
     import uvicorn
 
-    config = uvicorn.Config(app, lifespan="on", **uvicorn_options)
-    uvicorn.Server(config).run(sockets=[sock])
+    from ..server import uvicorn_config
+
+    uvicorn.Server(uvicorn_config(app, **uvicorn_options)).run(sockets=[sock])
 
 
 @click.command()
