@@ -34,7 +34,7 @@ logger = logging.getLogger("taskreport")
 #: spooled changes of earlier processes sent per round, after this process's own
 BACKLOG_ROUND = 1000
 #: operations per send: settled one chunk at a time, so an exit finds only one chunk still on its way
-CHUNK = 500
+CHUNK = 1000
 Item = tuple[Entry, dict[str, Any], bool]
 
 
