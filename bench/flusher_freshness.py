@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _serve import ROOT, WAVE1, exported, serve  # noqa: E402
+from _serve import ROOT, WAVE1, exported, serve
 
 TASKS = 1000
 
