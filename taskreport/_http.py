@@ -145,6 +145,7 @@ class HttpTransport:
         self.max_backoff = max_backoff
         #: whether the service has the batch operation and task references; None until a send tells
         self.refs: bool | None = None
+        self.max_ops = BATCH_OPS
         self._token = token
         self._local = threading.local()
         self._pool: Any = None
