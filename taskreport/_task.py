@@ -228,17 +228,18 @@ class Task:
         pending = self._pending
         if pending.closed:
             pending = self._current()
-        entry = self._entry
         with pending.lock:
             self._view["value"] = value
-            changes = pending.changes.get(entry)
-            added = changes is None
-            if added:
-                changes = pending.admit(entry)
+            changes = pending.changes.get(self._entry)
+            if changes is not None:
+                changes["value"] = value
+                pending.merged += 1
+                return
+            changes = pending.admit(self._entry)
             if changes is not None:
                 changes["value"] = value
             pending.merged += 1
-        if added and pending.on_change is not None:
+        if pending.on_change is not None:
             pending.on_change(False)
 
     def increment(self, n: int = 1) -> None:
