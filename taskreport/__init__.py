@@ -6,9 +6,10 @@ Configure once with :func:`init` (or not at all: tasks then go to the embedded s
 
 from __future__ import annotations
 
+from . import _lifecycle  # noqa: F401  (installs the exit and fork hooks)
 from ._client import Client, TaskList, flush, get_client, get_task, init, list_tasks, shutdown, stats
 from ._config import Config
-from ._context import current_task
+from ._context import current_task, use_task
 from ._errors import (
     ConfigurationError,
     Forbidden,
@@ -68,4 +69,5 @@ __all__ = [
     "stats",
     "task",
     "track",
+    "use_task",
 ]

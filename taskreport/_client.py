@@ -1,31 +1,40 @@
-"""The process-wide client: configuration, transport and flusher, plus the functions that reach it."""
+"""The client: a thin assembly of configuration, transport and delivery, and the functions that reach it.
+
+A client reads its configuration, builds a transport and a delivery (the pending map and the sender thread)
+from it, and hands out Task handles. Nothing below it holds it. The process has one current client, made on
+first use from the environment and the config file, or by :func:`init`.
+"""
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import logging
 import os
-import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, TypeVar
 
-from . import _context
+from . import _context, _task
 from ._config import Config, resolve
 from ._errors import ConfigurationError, ValidationError
-from ._flusher import Flusher
+from ._integration import Integration
+from ._integration import setup as setup_integrations
 from ._models import ActionRecord, TaskRecord
+from ._pending import Entry, Pending
+from ._refs import is_ref, new_ref
+from ._sender import Sender, Settings
 from ._status import RUNNING, TERMINAL
-from ._task import DisabledTask, Task
+from ._task import DisabledTask, Task, check_client_status
 from ._transport import PageResult, Transport
 from ._validation import validate_action, validate_task
 
 logger = logging.getLogger("taskreport")
 
 _UNSET: Any = object()
-LIST_FILTERS = ("status", "name", "tag", "parent", "external_id", "page_size")
+_I = TypeVar("_I", bound=Integration)
+LIST_FILTERS = ("status", "name", "tag", "parent", "external_id", "ref", "page_size")
+#: the environment variable that names this process's parent task (``taskreport run`` sets it)
+PARENT_ENV = "TASKREPORT_PARENT"
 
 
 def make_transport(config: Config) -> Transport:
@@ -47,32 +56,81 @@ def make_transport(config: Config) -> Transport:
     )
 
 
+def delivery_settings(config: Config, threaded: bool = True) -> Settings:
+    return Settings(
+        threaded=threaded,
+        interval=config.flush_interval,
+        strict=config.strict,
+        request_timeout=config.request_timeout,
+        spool_dir=config.home / "spool" if config.spool else None,
+        target=config.target,
+    )
+
+
 class Client:
     """Everything one configuration needs. Most code uses the module functions instead."""
 
-    def __init__(self, config: Config, transport: Transport | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        transport: Transport | None = None,
+        integrations: Iterable[Integration] = (),
+        *,
+        threaded: bool = True,
+    ) -> None:
+        """``threaded=False``: no sender thread; changes wait until :meth:`flush` delivers them from the
+        calling thread (what an in-memory recorder for tests wants)."""
         self.config = config
-        self.transport: Transport = transport if transport is not None else make_transport(config)
-        self.flusher = Flusher(self)
         self.disabled = config.disabled
-        #: whether multiprocessing's exit hook will flush this client in a child process
-        self.mp_hooked = False
+        self.transport: Transport = transport if transport is not None else make_transport(config)
+        self.pending = Pending(max_pending=config.max_pending)
+        self.sender = Sender(self.pending, self.transport, delivery_settings(config, threaded))
+        self.integrations = setup_integrations(integrations)
+        self._env_parent: Task | None = _UNSET
 
     def __repr__(self) -> str:
         return f"<taskreport.Client {self.transport!r}{' disabled' if self.disabled else ''}>"
 
+    def integration(self, kind: type[_I]) -> _I | None:
+        """This client's instance of an integration class, or None (not enabled, or reporting is off)."""
+        if self.disabled:
+            return None
+        found = self.integrations.get(kind.identifier or kind.__qualname__)
+        return found if isinstance(found, kind) else None
+
     # -- tasks -------------------------------------------------------------------------------------
+    def _handle(self, entry: Entry, parent: Task | str | None = None, record: TaskRecord | None = None) -> Task:
+        return Task(self.pending, entry, strict=self.config.strict, parent=parent, record=record)
+
+    def env_parent(self) -> Task | None:
+        """The parent named by ``TASKREPORT_PARENT``, for tasks made while no task is current."""
+        parent = self._env_parent
+        if parent is _UNSET:
+            ref = os.environ.get(PARENT_ENV) or None
+            parent = None
+            if ref is not None:
+                if is_ref(ref):
+                    parent = self.attach(ref)
+                else:
+                    logger.warning("taskreport: ignoring %s=%r: not a task reference", PARENT_ENV, ref)
+            self._env_parent = parent
+        return parent
+
     def create_task(self, name: str, *, parent: Any = _UNSET, heartbeat: float | None = None, **fields: Any) -> Task:
         if self.disabled:
-            return DisabledTask(self, {"name": name})
+            return DisabledTask(name)
         fields["name"] = name
         if parent is _UNSET:
             parent = _context.current.get()
-        if isinstance(parent, Task) and parent._get("parent") is not None:
+            if parent is None:
+                parent = self.env_parent()
+        if isinstance(parent, DisabledTask):
+            parent = None
+        if isinstance(parent, Task) and parent.parent is not None:
             # tasks nest one level deep: a grandchild becomes its parent's sibling
-            parent = parent._get("parent")
-        if parent is not None:
-            fields["parent"] = parent
+            parent = parent.parent
+        if parent is not None and not isinstance(parent, (Task, str)):
+            raise ValidationError("must be a Task or a task id.", attr="parent")
         if heartbeat is not None:
             if isinstance(heartbeat, bool) or not isinstance(heartbeat, (int, float)) or not (
                 0 < heartbeat < 2**30
@@ -91,15 +149,22 @@ class Client:
             data = fields.get("data")
             if data is None or isinstance(data, Mapping):
                 fields["data"] = {**scoped[0], **(data or {})}
-        if isinstance(parent, DisabledTask):
-            fields.pop("parent")
+        if isinstance(parent, str):
+            fields["parent"] = parent
         hook = self.config.before_create
         if hook is not None:
+            if isinstance(parent, Task):
+                fields["parent"] = parent
             changed = hook(dict(fields))
             if changed is None:
-                return DisabledTask(self, {"name": name})
+                return DisabledTask(name)
             fields = dict(changed)
+            parent = fields.pop("parent", None)
+            if parent is not None and not isinstance(parent, (Task, str)):
+                raise ValidationError("must be a Task or a task id.", attr="parent")
+        check_client_status(fields)
         state = validate_task(fields, partial=False)
+        state.pop("parent", None)
         status = state.get("status")
         if status is not None:
             # the times are the client's: they say when it happened, not when the flusher sent it
@@ -110,27 +175,50 @@ class Client:
             if status in TERMINAL and "end_time" not in state:
                 state["end_time"] = now
         actions = state.pop("actions", None)
-        task = Task(self, state)
+        entry = Entry(
+            new_ref(),
+            state,
+            born_here=True,
+            parent=parent.entry if isinstance(parent, Task) else None,
+            parent_id=parent if isinstance(parent, str) else None,
+        )
+        task = self._handle(entry, parent)
         if heartbeat is not None:
             task.heartbeat(heartbeat)
-        with self.flusher.lock:
-            if actions:
-                task._dirty["actions"] = actions
-            self.flusher.merged += 1
-            self.flusher.add(task, status in TERMINAL)
-        if status in TERMINAL:
-            self.flusher.wake()
+        birth = dict(state)
+        if actions:
+            birth["actions"] = actions
+        pending = self.pending
+        with pending.lock:
+            if len(pending.changes) < pending.max_pending or status in TERMINAL or actions:
+                pending.changes[entry] = birth
+            else:
+                entry.overflow = True  # the view is the birth: the next take sends it whole
+                pending.overflow.add(entry)
+                pending.overflowed += 1
+            pending.merged += 1
+        self.sender.notify(status in TERMINAL)
         return task
 
-    def attach(self, task_id: str) -> Task:
+    def attach(self, ref: str, *, name: str | None = None, task_id: str | None = None) -> Task:
+        """A handle on the task with reference ``ref``, without I/O (see :meth:`Task.attach`)."""
+        if self.disabled:
+            return DisabledTask(name or "")
+        if not is_ref(ref):
+            raise ValidationError("must be a task reference (16-64 letters, digits, '-' or '_').", attr="ref")
+        if task_id is not None and not isinstance(task_id, str):
+            raise ValidationError("must be a task id (a string).", attr="id")
+        view: dict[str, Any] = {"name": name} if name else {}
+        return self._handle(Entry(ref, view, born_here=False, task_id=task_id, name_hint=name))
+
+    def fetch(self, task_id: str) -> Task:
+        """A handle on an existing task, fetched now."""
         self._check_enabled()
-        record = TaskRecord.from_api(self.transport.get_task(task_id))
-        state = {
-            k: v
-            for k, v in record.to_api().items()
-            if k in ("name", "status", "value", "value_max", "data", "tags", "parent")
-        }
-        return Task(self, state, task_id=record.id, record=record)
+        record = TaskRecord.from_api(self.transport.get_task(str(task_id)))
+        state = {k: v for k, v in record.to_api().items() if k in ("name", "status", "value", "value_max", "data",
+                                                                     "tags")}
+        entry = Entry(record.ref or new_ref(), state, born_here=False, task_id=record.id)
+        return self._handle(entry, record.parent, record)
 
     def get_task(self, task_id: str) -> TaskRecord:
         self._check_enabled()
@@ -148,7 +236,9 @@ class Client:
         fields: dict[str, Any] = {"trigger": trigger, "integration": integration}
         if config is not None:
             fields["config"] = config
-        return ActionRecord.from_api(self.transport.create_action(task_id, validate_action(fields, partial=False)))
+        # one key for every attempt: a retry after a lost answer never adds the action twice
+        row = self.transport.create_action(task_id, validate_action(fields, partial=False), os.urandom(16).hex())
+        return ActionRecord.from_api(row)
 
     def list_actions(self, task_id: str) -> list[ActionRecord]:
         self._check_enabled()
@@ -160,108 +250,24 @@ class Client:
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def flush(self, timeout: float = 5.0) -> bool:
-        return self.flusher.flush(timeout)
+        return True if self.disabled else self.sender.flush(timeout)
 
     def close(self, timeout: float | None = None) -> bool:
         """Flush with a deadline, spool whatever is left, stop the thread. True if all was delivered."""
-        if self.flusher.closed:
-            return True
         timeout = self.config.exit_timeout if timeout is None else timeout
-        fl = self.flusher
-        failure: BaseException | None = None
-        delivered = True
-        try:
-            if not self.disabled:
-                delivered = fl.flush(timeout)
-        except Exception as exc:  # strict mode re-raises a delivery error: after closing, not instead
-            failure, delivered = exc, False
-        with fl.lock:
-            # closed and snapshot in one step: a change made from now on is handed on (or, with nobody to
-            # take it, spooled on its own), never left in a pending map nobody sends
-            fl.closed = True
-            left = fl.undelivered() if self.config.spool and not self.disabled else []
-            fl.pending = {}
-            for task, _ in left:
-                # the spool owns these changes now: a later change must not carry them a second time
-                task._fold_dirty()
-                fl.spooled_at_close.add(task)
-        if left:
-            self._spool_undelivered(left)
-            delivered = False
-        fl.close()
-        with contextlib.suppress(Exception):  # closing must not fail an exit
-            self.transport.close()
-        if failure is not None:
-            raise failure
-        return delivered
+        return self.sender.close(0.0 if self.disabled else timeout)
 
     def replace_with(self, successor: Client) -> None:
-        """Stop this client and move every handle, with what it has not sent, to ``successor``."""
-        fl, new = self.flusher, successor.flusher
-        # let a cycle in flight finish, and start no other: its answers settle before anything moves
-        finished = fl.cycle_lock.acquire(timeout=self.config.exit_timeout)
-        try:
-            with fl.lock:
-                # one step: no change can land between the close and the move
-                fl.closed = True
-                fl.successor = new
-                handles = list(fl.handles)
-                waiting = {id(t) for t in fl.pending}
-                if not finished:
-                    # a request that hangs: what it carries travels with the handle (it may arrive twice)
-                    for task, fields in fl.inflight:
-                        waiting.add(id(task))
-                        if task._id is not None:
-                            task._dirty = {**fields, **task._dirty}
-                heartbeats = dict(fl.heartbeats)
-                fl.pending = {}
-                for task in handles:
-                    task._client, task._fl, task._gen = successor, new, new.gen
-                # a change already waiting on the old lock compares generations next: they must agree
-                fl.gen = new.gen
-            with new.lock:
-                for task in handles:
-                    new.handles.add(task)
-                    if id(task) in waiting:
-                        new.add(task, task._get("status") in TERMINAL)
-            for task, every in heartbeats.items():
-                new.set_heartbeat(task, every)
-        finally:
-            if finished:
-                fl.cycle_lock.release()
-        fl.close()
-        with contextlib.suppress(Exception):
-            self.transport.close()
+        """Stop this client and move what it has not sent, and every later change to its handles, to
+        ``successor``."""
+        self.sender.hand_over(successor.sender, self.config.exit_timeout)
 
-    def _spool_undelivered(self, items: list[tuple[Task, dict[str, Any]]]) -> None:
-        from . import _spool
-
-        try:
-            path = _spool.write(self.config, items)
-        except OSError as exc:
-            logger.error("taskreport: %d task(s) could not be delivered nor spooled: %s", len(items), exc)
-            return
-        # what this process claimed from the spool and could not deliver is in the new file now
-        for claimed, _ in self.flusher.spool_claims:
-            with contextlib.suppress(FileNotFoundError):
-                claimed.unlink()
-        self.flusher.spool_claims = []
-        self.flusher.spooled += len(items)
-        logger.warning("taskreport: %d task(s) not delivered before exit; spooled to %s", len(items), path)
+    def deliver_spool(self, timeout: float) -> tuple[int, bool]:
+        """Claim the spool and deliver it now: (records claimed, all delivered)."""
+        return self.sender.deliver_backlog(timeout)
 
     def stats(self) -> dict[str, int]:
-        fl = self.flusher
-        with fl.lock:
-            pending = len(fl.pending)
-        return {
-            "merged": fl.merged,
-            "requests": fl.requests,
-            "retries": fl.retries,
-            "dropped": fl.dropped,
-            "failed": fl.failed,
-            "spooled": fl.spooled,
-            "pending": pending,
-        }
+        return self.sender.stats()
 
 
 class TaskList:
@@ -293,6 +299,8 @@ class TaskList:
 # -- the process-wide client -------------------------------------------------------------------------
 _client: Client | None = None
 _lock = threading.Lock()
+#: called with each new process-wide client (the lifecycle module hooks exits of forked children here)
+on_new_client: list[Any] = []
 
 
 def init(
@@ -303,6 +311,7 @@ def init(
     project: str | None = None,
     tags: Mapping[str, str] | None = None,
     transport: Transport | None = None,
+    integrations: Iterable[Integration] = (),
     **options: Any,
 ) -> Client:
     """Configure reporting for this process. Without a URL (argument, ``TASKREPORT_URL`` or the config file)
@@ -310,24 +319,13 @@ def init(
     yet, and every later change to its handles, goes through the new one."""
     global _client
     config = resolve(url, token, organization=organization, project=project, tags=tags, **options)
-    client = _new_client(config, transport)
+    client = Client(config, transport, integrations)
     with _lock:
         old, _client = _client, client
     if old is not None:
         old.replace_with(client)
-    return client
-
-
-def _new_client(config: Config, transport: Transport | None = None) -> Client:
-    client = Client(config, transport)
-    util = sys.modules.get("multiprocessing.util")
-    if util is not None:
-        import multiprocessing
-
-        if multiprocessing.parent_process() is not None:
-            # made inside a multiprocessing child, which will leave through os._exit: flush on its exit hook
-            util.Finalize(None, _at_exit, exitpriority=100)
-            client.mp_hooked = True
+    for hook in on_new_client:
+        hook(client)
     return client
 
 
@@ -339,12 +337,37 @@ def get_client() -> Client:
     with _lock:
         if _client is None:
             try:
-                _client = _new_client(resolve())
+                _client = Client(resolve())
             except Exception as exc:
                 # nobody called init(): a broken environment or config file must not break the user's code
                 logger.error("taskreport: reporting is off for this process: %s", exc)
                 _client = Client(Config(disabled=True))
-        return _client
+            client = _client
+        else:
+            return _client
+    for hook in on_new_client:
+        hook(client)
+    return client
+
+
+def current_client() -> Client | None:
+    """The process-wide client if one was made (never makes one)."""
+    return _client
+
+
+def swap_client(client: Client | None) -> Client | None:
+    """Make ``client`` the process-wide client without closing the one it replaces, which is returned (for
+    tools that put it back afterwards, such as ``taskreport.testing``)."""
+    global _client
+    with _lock:
+        old, _client = _client, client
+    return old
+
+
+def reset_lock() -> None:
+    """A forked child starts with a fresh lock: another thread of the parent may have held it."""
+    global _lock
+    _lock = threading.Lock()
 
 
 def flush(timeout: float = 5.0) -> bool:
@@ -362,10 +385,11 @@ def shutdown(timeout: float | None = None) -> bool:
 
 
 def stats() -> dict[str, int]:
-    """Counters of this process's reporting: merged, requests, retries, dropped, failed, spooled, pending."""
+    """Counters of this process's reporting: merged, requests, retries, overflowed (changes
+    that found the pending map full: kept, and sent whole later), failed, spooled, pending."""
     client = _client
     if client is None:
-        return dict.fromkeys(("merged", "requests", "retries", "dropped", "failed", "spooled", "pending"), 0)
+        return dict.fromkeys(("merged", "requests", "retries", "overflowed", "failed", "spooled", "pending"), 0)
     return client.stats()
 
 
@@ -375,58 +399,9 @@ def get_task(task_id: str) -> TaskRecord:
 
 
 def list_tasks(**filters: Any) -> TaskList:
-    """Tasks filtered by ``status``, ``name``, ``tag`` (``"key:value"`` or a mapping), ``parent`` or
-    ``external_id``; iterate it for every match, or use ``.pages()``/``.page()``."""
+    """Tasks filtered by ``status``, ``name``, ``tag`` (``"key:value"`` or a mapping), ``parent``,
+    ``external_id`` or ``ref``; iterate it for every match, or use ``.pages()``/``.page()``."""
     return get_client().list_tasks(**filters)
 
 
-def _at_exit() -> None:
-    client = _client
-    if client is not None:
-        try:
-            client.close()
-        except Exception:  # pragma: no cover - never fail the interpreter's exit
-            logger.exception("taskreport: flushing at exit failed")
-
-
-def _before_fork() -> None:
-    client = _client
-    if client is not None:
-        _watch_multiprocessing(client)
-        client.flusher.before_fork()
-
-
-def _after_fork_parent() -> None:
-    client = _client
-    if client is not None:
-        client.flusher.after_fork_parent()
-
-
-def _after_fork_child() -> None:
-    global _lock
-    _lock = threading.Lock()
-    client = _client
-    if client is not None:
-        client.flusher.after_fork_child()
-
-
-def _watch_multiprocessing(client: Client) -> None:
-    """multiprocessing's children leave through os._exit, past atexit: flush through its own exit hook."""
-    util = sys.modules.get("multiprocessing.util")
-    if util is not None and not client.mp_hooked:
-        client.mp_hooked = True
-        # runs in each new multiprocessing child, which then flushes when the child's run() returns
-        util.register_after_fork(client, _hook_multiprocessing_exit)
-
-
-def _hook_multiprocessing_exit(client: Client) -> None:
-    if client is not _client:
-        return
-    util = sys.modules["multiprocessing.util"]
-    # tied to no object: a finalizer tied to one would also fire when that object is collected, mid-job
-    util.Finalize(None, _at_exit, exitpriority=100)
-
-
-atexit.register(_at_exit)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_parent, after_in_child=_after_fork_child)
+_task.provider = get_client

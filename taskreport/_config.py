@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
-import json
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -79,42 +78,48 @@ def read_config_file(path: Path | None = None) -> dict[str, Any]:
 
 
 def write_config_file(values: Mapping[str, Any], path: Path | None = None) -> Path:
-    """Merge ``values`` into the config file, which is (re)written readable by its owner only.
-
-    A value of None removes the key.
+    """Set ``values`` in the config file (a value of None removes the key), keeping everything else in it:
+    the user's other keys, tables and comments. The file is replaced atomically, readable by its owner only.
     """
+    import tomlkit  # only when writing: reading uses the standard library's parser
+    from tomlkit.exceptions import TOMLKitError
+
     path = path or config_path()
-    merged = read_config_file(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        text = None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(f"cannot read config file {path}: {exc}") from None
+    # the standard parser first: the file must be valid TOML for the library, not only for tomlkit
+    if text is not None:
+        try:
+            _tomllib().loads(text)
+            document = tomlkit.parse(text)
+        except (ValueError, TOMLKitError) as exc:
+            raise ConfigurationError(f"cannot read config file {path}: {exc}") from None
+    else:
+        document = tomlkit.document()
+        document.add(tomlkit.comment("taskreport's settings; it holds an API token: keep it private"))
     for key, value in values.items():
         if value is None:
-            merged.pop(key, None)
+            if key in document:
+                del document[key]
         else:
-            merged[key] = value
+            document[key] = value
     path.parent.mkdir(parents=True, exist_ok=True)
-    lines = ["# written by taskreport; holds an API token: keep it private"]
-    for key, value in merged.items():
-        if not isinstance(value, (str, int, float, bool)):
-            continue
-        rendered = _toml_string(value) if isinstance(value, str) else str(value).lower()
-        lines.append(f"{key} = {rendered}")
     import tempfile
 
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".config-", suffix=".toml")
     try:
         os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write("\n".join(lines) + "\n")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(tomlkit.dumps(document))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
-
-
-def _toml_string(value: str) -> str:
-    # JSON's escapes are TOML's; ensure_ascii would write surrogate pairs, which TOML refuses, and TOML also
-    # wants DEL escaped
-    return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
 def parse_project_key(key: str) -> tuple[str, str, str] | None:
@@ -159,6 +164,8 @@ class Config:
     allow_insecure_http: bool = False
     before_create: BeforeCreate | None = None
     spool: bool = True
+    #: where url, token, organization and project came from, for messages (see :func:`resolve`)
+    sources: dict[str, str] = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     @property
     def embedded(self) -> bool:
@@ -178,6 +185,33 @@ class Config:
         return f"{where}|{self.organization}|{self.project}"
 
 
+def pick_settings(
+    given: Mapping[str, Any], env: Mapping[str, str], file_values: Mapping[str, Any], file_path: Path
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """url, token, organization and project from the arguments, the environment and the config file's values,
+    and where each came from. A project key as the token names the organization and project, unless an
+    argument or the environment names them outright."""
+    chosen: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for key in FILE_KEYS:
+        if given.get(key) is not None:
+            chosen[key], sources[key] = given[key], "argument"
+        elif env.get(ENV[key]):
+            chosen[key], sources[key] = env[ENV[key]], f"environment ({ENV[key]})"
+        elif file_values.get(key) not in (None, ""):
+            chosen[key], sources[key] = file_values[key], f"config file ({file_path})"
+        else:
+            chosen[key], sources[key] = None, "default"
+    if chosen["token"]:
+        decoded = parse_project_key(str(chosen["token"]))
+        if decoded:
+            org, proj, chosen["token"] = decoded
+            for key, value in (("organization", org), ("project", proj)):
+                if given.get(key) is None and not env.get(ENV[key]):
+                    chosen[key], sources[key] = value, f"project key (from {sources['token']})"
+    return chosen, sources
+
+
 def resolve(
     url: str | None = None,
     token: str | None = None,
@@ -190,28 +224,16 @@ def resolve(
     environ: Mapping[str, str] | None = None,
     **options: Any,
 ) -> Config:
-    """Arguments win over ``TASKREPORT_*`` variables, which win over the config file."""
+    """Arguments win over ``TASKREPORT_*`` variables, which win over the config file.
+
+    ``Config.sources`` says where each of url, token, organization and project came from: ``argument``,
+    ``environment (TASKREPORT_URL)``, ``config file (PATH)``, ``project key (from ...)`` or ``default``.
+    """
     env = os.environ if environ is None else environ
-    file_values = read_config_file(Path(config_file) if config_file else None)
+    file_path = Path(config_file) if config_file else config_path()
+    file_values = read_config_file(file_path)
     given = {"url": url, "token": token, "organization": organization, "project": project}
-
-    def pick(key: str) -> Any:
-        if given[key] is not None:
-            return given[key]
-        if env.get(ENV[key]):
-            return env[ENV[key]]
-        return file_values.get(key)
-
-    chosen = {key: pick(key) for key in FILE_KEYS}
-    if chosen["token"]:
-        decoded = parse_project_key(chosen["token"])
-        if decoded:
-            org, proj, chosen["token"] = decoded
-            # a project key says which project it is for, unless the caller named one outright
-            if given["organization"] is None and not env.get(ENV["organization"]):
-                chosen["organization"] = org
-            if given["project"] is None and not env.get(ENV["project"]):
-                chosen["project"] = proj
+    chosen, sources = pick_settings(given, env, file_values, file_path)
     if chosen["url"]:
         chosen["url"] = str(chosen["url"]).rstrip("/")
     if options.get("disabled") is None:
@@ -235,6 +257,7 @@ def resolve(
         project=chosen["project"] or DEFAULT_PROJECT,
         home=home_path,
         tags=dict(tags or {}),
+        sources=sources,
         **options,
     )
     if config.flush_interval <= 0:

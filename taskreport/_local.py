@@ -75,17 +75,22 @@ class LocalTransport:
         with database_errors(self.store_url), store.transaction(write) as tx:
             yield tx, scope
 
+    refs: bool | None = True
+
     def send(self, ops: Sequence[Op]) -> list[Row | TaskReportError]:
         results: list[Row | TaskReportError] = []
-        # one transaction for the whole cycle; a bad op is rolled back alone with a savepoint
+        # one transaction for the whole round; a bad op is rolled back alone with a savepoint
         with self._tx() as (tx, scope):
             for i, op in enumerate(ops):
                 tx.cur.execute(f"SAVEPOINT op{i}")
                 try:
-                    if op.task_id is None:
-                        row = tx.create_task(scope, op.fields, idempotency_key=op.idempotency_key)
-                    else:
+                    if op.kind == "create":
+                        row = tx.create_task(scope, op.fields, idempotency_key=op.ref, parent_ref=op.parent_ref)
+                    elif op.task_id is not None:
                         row = tx.update_task(scope, op.task_id, op.fields)
+                    else:
+                        assert op.ref is not None
+                        row = tx.update_task_by_ref(scope, op.ref, op.fields, parent_ref=op.parent_ref)
                 except TaskReportError as exc:
                     tx.cur.execute(f"ROLLBACK TO SAVEPOINT op{i}")
                     results.append(exc)
@@ -94,7 +99,7 @@ class LocalTransport:
                     tx.cur.execute(f"ROLLBACK TO SAVEPOINT op{i}")
                     results.append(ValidationError(f"the store refused it: {type(exc).__name__}: {exc}"))
                 else:
-                    results.append(row)
+                    results.append({"id": row["id"], "ref": row.get("ref")})
                 tx.cur.execute(f"RELEASE SAVEPOINT op{i}")
         return results
 
@@ -123,9 +128,9 @@ class LocalTransport:
         with self._tx(write=False) as (tx, scope):
             return tx.list_actions(scope, task_id)
 
-    def create_action(self, task_id: str, fields: Mapping[str, Any]) -> Row:
+    def create_action(self, task_id: str, fields: Mapping[str, Any], idempotency_key: str | None = None) -> Row:
         with self._tx() as (tx, scope):
-            return tx.create_action(scope, task_id, fields)
+            return tx.create_action(scope, task_id, fields, idempotency_key=idempotency_key)
 
     def update_action(self, task_id: str, action_id: int, fields: Mapping[str, Any]) -> Row:
         with self._tx() as (tx, scope):

@@ -39,6 +39,8 @@ class TaskRecord:
     parent: str | None = None
     queue: str | None = None
     external_id: str | None = None
+    #: the reference the task was created with (None for a task made without one)
+    ref: str | None = None
     created: _dt.datetime | None = None
     updated: _dt.datetime | None = None
     start_time: _dt.datetime | None = None
@@ -71,6 +73,7 @@ class TaskRecord:
             parent=body.get("parent"),
             queue=body.get("queue"),
             external_id=body.get("external_id"),
+            ref=body.get("ref"),
             created=from_epoch(_epoch(body.get("created"))),
             updated=from_epoch(_epoch(body.get("updated"))),
             start_time=from_epoch(_epoch(body.get("start_time"))),

@@ -70,7 +70,7 @@ def _chunks(
     exhausted = False
     outcome: BaseException | None = None
     if owner is not None:
-        owner._iteration_started()
+        owner.iteration_started()
     last = time.monotonic()
     try:
         while True:
@@ -100,7 +100,7 @@ def _chunks(
         if owner is None:
             task.update(**fields)
         else:
-            owner._iteration_ended(exhausted or (total is not None and count >= total), outcome, fields)
+            owner.iteration_ended(exhausted or (total is not None and count >= total), outcome, fields)
 
 
 class progress(Generic[T]):  # lower case: used like a function, as tqdm is
@@ -173,7 +173,7 @@ class progress(Generic[T]):  # lower case: used like a function, as tqdm is
     def _create(self, status: str) -> Task:
         cl = _client_mod.get_client()
         if self._disabled or self._ctx is None:
-            self._task = DisabledTask(cl, {"name": self._name})
+            self._task = DisabledTask(self._name)
             return self._task
         fields = dict(self._fields)
         if self._total is not None:
@@ -194,7 +194,7 @@ class progress(Generic[T]):  # lower case: used like a function, as tqdm is
             return iter(self._iterable)
         return _counted(t, self._iterable, self._total, self)
 
-    def _iteration_started(self) -> None:
+    def iteration_started(self) -> None:
         if self._entered:
             return
         t = self.task
@@ -203,7 +203,7 @@ class progress(Generic[T]):  # lower case: used like a function, as tqdm is
         # the loop body runs in the consumer's context: being current there makes its tasks our children
         self._token = _current.set(t)
 
-    def _iteration_ended(self, completed: bool, outcome: BaseException | None, fields: dict[str, Any]) -> None:
+    def iteration_ended(self, completed: bool, outcome: BaseException | None, fields: dict[str, Any]) -> None:
         t = self.task
         if self._entered:
             t.update(**fields)  # the with block decides the status

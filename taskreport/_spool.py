@@ -1,42 +1,44 @@
 """The on-disk spool: what could not be delivered before a process exited, for the next one to send.
 
-One JSON file per exiting process under ``$TASKREPORT_HOME/spool``, written atomically. A process that starts
-reporting to the same place claims files by renaming them (so two processes never both deliver one), and
-removes a file once everything in it was delivered. A claim left by a process that died is taken over.
+One JSON file of plain records per exiting process under ``$TASKREPORT_HOME/spool``, written atomically
+(a temporary file, fsync, rename; the temporary file is removed if writing fails). A process reporting to
+the same place claims files by renaming them (so two processes never both deliver one), and removes a file
+once everything in it was delivered or written to its own file. A claim left by a process that died is
+taken over.
+
+A record: ``{"ref", "id", "create", "update", "parent_ref", "parent_id", "name"}`` — ``create`` holds the
+fields of a create that was never acknowledged (sent again as it was: a replay changes nothing), ``update``
+the changes made since.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import time
-import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ._config import Config
-
-if TYPE_CHECKING:
-    from ._client import Client
-    from ._task import Task
+from ._pending import Entry
+from ._refs import is_ref, new_ref
 
 _CLAIMED = re.compile(r"\.claimed-(\d+)-([0-9a-f]+)$")
+VERSION = 2
 #: names this process's files: a pid alone repeats (every container's first process is pid 1)
-_token = uuid.uuid4().hex[:12]
+_token = os.urandom(6).hex()
+
+Record = dict[str, Any]
 
 
 def _new_token() -> None:
     global _token
-    _token = uuid.uuid4().hex[:12]
+    _token = os.urandom(6).hex()
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_new_token)
-
-
-def spool_dir(config: Config) -> Path:
-    return config.home / "spool"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -54,54 +56,108 @@ def _writer_token(name: str) -> str | None:
     return parts[2] if len(parts) >= 3 else None
 
 
-def write(config: Config, items: list[tuple[Task, dict[str, Any]]]) -> Path | None:
-    """Spool undelivered tasks; returns the file written, or None if there was nothing to keep."""
-    if not items:
-        return None
-    keys = {id(task): f"t{i}" for i, (task, _) in enumerate(items)}
-    entries = []
-    for task, fields in items:
-        fields = dict(fields)
-        parent = fields.get("parent")
-        parent_key = None
-        if parent is not None and not isinstance(parent, str):
-            if parent._id is not None:
-                fields["parent"] = parent._id
-            else:
-                fields.pop("parent")
-                parent_key = keys.get(id(parent))
-        entries.append(
-            {
-                "key": keys[id(task)],
-                "task_id": task._id,
-                "fields": fields,
-                "parent_key": parent_key,
-                # an in-flight create may have landed: the next process's create must find it, not repeat it
-                "idempotency_key": task._key,
-            }
+# -- records ------------------------------------------------------------------------------------------
+def record_of(entry: Entry, fields: dict[str, Any]) -> Record:
+    """What a next process needs to deliver this change of ``entry``."""
+    create: dict[str, Any] | None = None
+    update: dict[str, Any] | None = dict(fields) or None
+    if entry.creates:
+        if entry.birth is not None:
+            create = dict(entry.birth)
+        else:
+            create, update = dict(fields), None
+    parent = entry.parent
+    return {
+        "ref": entry.ref,
+        "id": entry.id,
+        "create": create,
+        "update": update,
+        "parent_ref": parent.ref if parent is not None else None,
+        "parent_id": parent.id if parent is not None else entry.parent_id,
+        "name": entry.name_hint,
+    }
+
+
+def entries_of(records: list[Record]) -> list[tuple[Entry, dict[str, Any]]]:
+    """Entries (and their changes) that deliver spooled records through the normal path."""
+    out: list[tuple[Entry, dict[str, Any]]] = []
+    for record in records:
+        ref = record.get("ref")
+        if not is_ref(ref):
+            continue
+        create = record.get("create")
+        entry = Entry(
+            str(ref),
+            {},
+            born_here=isinstance(create, dict),
+            task_id=record.get("id") or None,
+            parent_id=record.get("parent_id") or None,
+            name_hint=record.get("name") or None,
         )
-    directory = spool_dir(config)
+        if isinstance(create, dict):
+            entry.birth = create
+        parent_ref = record.get("parent_ref")
+        if is_ref(parent_ref) and not record.get("parent_id"):
+            entry.parent = Entry(str(parent_ref), {}, born_here=False)
+        update = record.get("update")
+        out.append((entry, dict(update) if isinstance(update, dict) else {}))
+    return out
+
+
+def _from_v1(body: dict[str, Any]) -> list[Record]:
+    """Files written by taskreport before task references: tasks keyed within the file."""
+    refs: dict[str, str] = {}
+    for entry in body.get("entries") or []:
+        key = entry.get("idempotency_key")
+        refs[str(entry.get("key"))] = key if is_ref(key) else new_ref()
+    records = []
+    for entry in body.get("entries") or []:
+        fields = dict(entry.get("fields") or {})
+        task_id = entry.get("task_id")
+        parent_key = entry.get("parent_key")
+        records.append({
+            "ref": refs[str(entry.get("key"))],
+            "id": task_id,
+            "create": None if task_id else fields,
+            "update": fields if task_id else None,
+            "parent_ref": refs.get(str(parent_key)) if parent_key else None,
+            "parent_id": fields.pop("parent", None) if isinstance(fields.get("parent"), str) else None,
+            "name": None,
+        })
+    return records
+
+
+# -- files ---------------------------------------------------------------------------------------------
+def write(directory: Path, target: str, records: list[Record]) -> Path | None:
+    """Spool records; returns the file written, or None if there was nothing to keep."""
+    if not records:
+        return None
     # task data may be private: the spool is the owner's alone from the moment it exists
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    name = f"{time.time():.6f}-{os.getpid()}-{_token}-{uuid.uuid4().hex[:8]}.json"
+    name = f"{time.time():.6f}-{os.getpid()}-{_token}-{os.urandom(4).hex()}.json"
     tmp = directory / f".{name}.tmp"
-    body = {"version": 1, "target": config.target, "entries": entries}
+    body = {"version": VERSION, "target": target, "records": records}
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with open(fd, "w", encoding="utf-8") as fh:
-        json.dump(body, fh, default=str)
-        fh.flush()
-        os.fsync(fh.fileno())
-    path = directory / name
-    os.replace(tmp, path)
+    try:
+        with open(fd, "w", encoding="utf-8") as fh:
+            json.dump(body, fh, default=str)
+            fh.flush()
+            os.fsync(fh.fileno())
+        path = directory / name
+        os.replace(tmp, path)
+    except BaseException:
+        # a full disk must not leave empty temporary files behind, one per failed exit
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
     return path
 
 
-def claim(config: Config) -> list[tuple[Path, list[dict[str, Any]]]]:
+def claim(directory: Path, target: str) -> list[tuple[Path, list[Record]]]:
     """Take this process's share of the spool: files for the same target, in the order they were written."""
-    directory = spool_dir(config)
     if not directory.is_dir():
         return []
-    claimed: list[tuple[Path, list[dict[str, Any]]]] = []
+    claimed: list[tuple[Path, list[Record]]] = []
     me = os.getpid()
     for path in sorted(directory.iterdir()):
         name = path.name
@@ -117,41 +173,21 @@ def claim(config: Config) -> list[tuple[Path, list[dict[str, Any]]]]:
             base = name[: match.start()]
         elif name.endswith(".json"):
             if _writer_token(name) == _token:
-                # this process still holds live handles for what it spooled; the next process delivers it
-                continue
+                continue  # this process's own: it still holds live handles for what it spooled
             base = name
         else:
             continue
-        target = directory / f"{base}.claimed-{me}-{_token}"
         try:
             body = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        if body.get("target") != config.target:
+        if not isinstance(body, dict) or body.get("target") != target:
             continue
+        target_path = directory / f"{base}.claimed-{me}-{_token}"
         try:
-            os.rename(path, target)
+            os.rename(path, target_path)
         except OSError:
             continue  # another process claimed it first
-        claimed.append((target, list(body.get("entries") or [])))
+        records = body.get("records") if body.get("version") == VERSION else _from_v1(body)
+        claimed.append((target_path, [r for r in records or [] if isinstance(r, dict)]))
     return claimed
-
-
-def tasks_from_entries(client: Client, entries: list[dict[str, Any]]) -> list[Task]:
-    """Task handles, pending, that deliver spooled entries through the normal flusher path."""
-    from ._task import Task
-
-    tasks: dict[str, Task] = {}
-    for entry in entries:
-        fields = dict(entry.get("fields") or {})
-        task = Task(client, {} if entry.get("task_id") else fields, task_id=entry.get("task_id"))
-        if task._id is not None:
-            task._dirty = fields
-        task._key = entry.get("idempotency_key")
-        tasks[entry["key"]] = task
-    for entry in entries:
-        parent_key = entry.get("parent_key")
-        if parent_key and parent_key in tasks:
-            task = tasks[entry["key"]]
-            task._state["parent"] = tasks[parent_key]
-    return list(tasks.values())

@@ -1,26 +1,27 @@
 """The Task handle: what user code holds while its work runs.
 
-Every method merges the change into the handle's pending state under the flusher's lock and returns: no
-I/O, no waiting, and no exception into user code (``strict=True`` makes invalid input raise at the call site
-instead). The flusher thread sends the latest state.
+Every method merges the change into the handle's own view and into delivery's pending record for the task,
+under one lock, and returns: no I/O, no waiting, and no exception into user code (``strict=True`` makes
+invalid input raise at the call site instead). A task has a reference (``task.ref``) from the moment it is
+made; the service's id (``task.id``) is known once the service has answered.
 """
 
 from __future__ import annotations
 
 import math
 import time
-import traceback
-from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from ._errors import ValidationError
+from ._errors import ConfigurationError, ValidationError
 from ._models import TaskRecord
+from ._pending import Entry, Pending
+from ._ratelog import RateLimitedLog
 from ._status import RUNNING, TERMINAL, Status
 from ._validation import validate_task
 
 if TYPE_CHECKING:
-    from ._client import Client
-    from ._flusher import Flusher
+    from ._transport import Transport
 
 _T = TypeVar("_T")
 #: fields whose update needs more than a plain merge
@@ -28,6 +29,30 @@ _SPECIAL = frozenset({"status", "data", "tags", "actions"})
 _UNSET: Any = object()
 #: longest traceback kept in an error task's data
 TRACEBACK_LIMIT = 8000
+_log = RateLimitedLog()
+
+
+class Provider(Protocol):
+    """What ``Task.create``/``attach``/``get`` reach: the process's client (which sits above handles)."""
+
+    def create_task(self, name: str, **fields: Any) -> Task: ...
+
+    def attach(self, ref: str, *, name: str | None = None, task_id: str | None = None) -> Task: ...
+
+    def fetch(self, task_id: str) -> Task: ...
+
+    @property
+    def transport(self) -> Transport: ...
+
+
+#: set by the client module when it is imported: handles may not import the layer above them
+provider: Callable[[], Provider] | None = None
+
+
+def _provider() -> Provider:
+    if provider is None:  # pragma: no cover - taskreport/__init__ always imports the client
+        raise ConfigurationError("import taskreport before creating tasks")
+    return provider()
 
 
 def exception_data(exc: BaseException) -> dict[str, Any]:
@@ -36,6 +61,8 @@ def exception_data(exc: BaseException) -> dict[str, Any]:
         message = str(exc)
     except Exception:  # an exception whose __str__ fails still ends the task as an error
         message = f"<unprintable {type(exc).__name__}>"
+    import traceback  # only when a task fails: it costs every import of taskreport a few ms otherwise
+
     try:
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     except Exception:
@@ -45,44 +72,36 @@ def exception_data(exc: BaseException) -> dict[str, Any]:
     return {"exception": f"{type(exc).__module__}.{type(exc).__qualname__}", "message": message, "traceback": tb}
 
 
+def check_client_status(fields: Mapping[str, Any]) -> None:
+    status = fields.get("status")
+    if getattr(status, "value", status) == "stale":
+        raise ValidationError("is set by the service when a task stops reporting; a client can't set it.",
+                              attr="status", code="invalid_choice")
+
+
 class Task:
     """A task being reported. Create one with :meth:`Task.create` (or ``taskreport.task()``/``@track``)."""
 
     _is_task_handle = True
-    __slots__ = (
-        "__weakref__",
-        "_client",
-        "_created_at",
-        "_dirty",
-        "_failed",
-        "_fl",
-        "_gen",
-        "_heartbeat",
-        "_id",
-        "_key",
-        "_last_sent",
-        "_record",
-        "_state",
-    )
+    __slots__ = ("__weakref__", "_created_at", "_entry", "_parent", "_pending", "_record", "_strict", "_view")
 
     def __init__(
-        self, client: Client, state: dict[str, Any], *, task_id: str | None = None, record: TaskRecord | None = None
+        self,
+        pending: Pending,
+        entry: Entry,
+        *,
+        strict: bool = False,
+        parent: Task | str | None = None,
+        record: TaskRecord | None = None,
     ) -> None:
-        self._client = client
-        self._fl: Flusher = client.flusher
-        self._gen = self._fl.gen
-        self._fl.handles.add(self)
-        self._id = task_id
-        self._state = state
-        self._dirty: dict[str, Any] = {}
+        self._pending = pending
+        self._entry = entry
+        self._view = entry.view
+        self._strict = strict
+        self._parent = parent
         self._record = record
-        self._failed = False
-        #: idempotency key of this task's create, made when it is first sent and reused on every retry
-        self._key: str | None = None
-        self._heartbeat: float | None = None
-        self._last_sent = time.monotonic()
-        #: when this process created the task (None for one attached by id): time_to_start is measured from it
-        self._created_at: float | None = time.time() if task_id is None else None
+        #: when this process created the task (None when attached): time_to_start is measured from it
+        self._created_at: float | None = time.time() if entry.pid is not None else None
 
     # -- creating ----------------------------------------------------------------------------------
     @classmethod
@@ -92,135 +111,158 @@ class Task:
         Invalid fields raise :class:`~taskreport.ValidationError` naming the field. ``parent`` defaults to
         the current task (``parent=None`` opts out); ``heartbeat=SECONDS`` keeps a quiet task fresh.
         """
-        from ._client import get_client
+        return _provider().create_task(name, **fields)
 
-        return get_client().create_task(name, **fields)
+    @classmethod
+    def attach(cls, ref: str, *, name: str | None = None, id: str | None = None) -> Task:
+        """A handle on a task known by its reference (``task.ref`` in another process), without any I/O.
+
+        Updates go to that task by reference, whether or not its creator's create has reached the service
+        yet. ``name`` is used if this process's update arrives first; ``id``, if known, lets a service that
+        has no references (a stock server of the API) find the task.
+        """
+        return _provider().attach(ref, name=name, task_id=id)
 
     @classmethod
     def get(cls, task_id: str) -> Task:
-        """A handle on an existing task, fetched now, to update it from this process."""
-        from ._client import get_client
-
-        return get_client().attach(task_id)
+        """A handle on an existing task, fetched now (a synchronous GET), to update it from this process."""
+        return _provider().fetch(task_id)
 
     # -- reading -----------------------------------------------------------------------------------
     @property
+    def entry(self) -> Entry:
+        """What delivery knows of this task (its reference, the service's id): plumbing for integrations and
+        the client, not for everyday use."""
+        return self._entry
+
+    @property
+    def ref(self) -> str:
+        """This task's reference: known from creation, usable in another process (``Task.attach(ref)``,
+        ``parent=``, ``TASKREPORT_PARENT``)."""
+        return self._entry.ref
+
+    @property
     def id(self) -> str | None:
-        """The service's id for this task. Waits (up to the request timeout) for the flusher to create it;
-        None if it could not be created in that time."""
-        return self.wait_id(self._client.config.request_timeout)
+        """The service's id for this task, or None until the service has answered its create. Never
+        waits: use :meth:`wait_id` to wait for it, or :attr:`ref` to name the task at once."""
+        return self._entry.id
 
     def wait_id(self, timeout: float | None = None) -> str | None:
-        if self._id is not None or self._failed or self._orphaned():
-            return self._id
-        fl = self._fl
-        fl.request_flush()
-        if fl.thread is None:
-            # no thread could be started (the interpreter is exiting): create it from this thread
-            fl.flush(self._client.config.request_timeout if timeout is None else timeout)
-            return self._id
-        deadline = None if timeout is None else time.monotonic() + timeout
-        # one condition on the flusher serves every waiter: no per-task Event to build on the create path
-        with fl.ids:
-            while self._id is None and not self._failed and not fl.closed and not fl.disabled:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    break
-                fl.ids.wait(remaining)
-        return self._id
+        """The service's id, asking the flusher to send now and waiting at most ``timeout`` seconds (None:
+        the request timeout). None if the task could not be created in that time."""
+        entry = self._entry
+        if entry.id is not None or entry.failed:
+            return entry.id
+        pending = self._pending.latest()
+        waiter = pending.wait_for
+        if waiter is None:
+            return None
+        return waiter(entry, timeout)
 
     @property
     def name(self) -> str:
-        return str(self._get("name", ""))
+        return str(self._view.get("name", ""))
 
     @property
     def status(self) -> Status:
-        return Status(self._get("status") or "pending")
+        return Status(self._view.get("status") or "pending")
 
     @property
     def value(self) -> int | None:
-        value = self._get("value")
+        value = self._view.get("value")
         return value if isinstance(value, int) else None
 
     @property
     def value_max(self) -> int:
-        value = self._get("value_max")
+        value = self._view.get("value_max")
         return value if isinstance(value, int) else 100
 
     @property
     def data(self) -> Any:
-        return self._get("data")
+        return self._view.get("data")
 
     @property
     def tags(self) -> dict[str, str]:
-        return dict(self._get("tags") or {})
+        return dict(self._view.get("tags") or {})
 
     @property
     def parent(self) -> Task | str | None:
-        parent: Task | str | None = self._get("parent")
-        return parent
+        """The parent given at creation: a handle, or the id it was given as."""
+        return self._parent
 
     @property
     def record(self) -> TaskRecord | None:
-        """The task as the service last returned it (None until the first successful send)."""
+        """The task as the service returned it to the last :meth:`refresh` (None before one)."""
         return self._record
 
-    def refresh(self) -> TaskRecord:
+    def refresh(self, timeout: float | None = None) -> TaskRecord:
         """Fetch the task from the service now (synchronous; raises on failure)."""
-        task_id = self.id
+        task_id = self.wait_id(timeout)
         if task_id is None:
             from ._errors import TransportError
 
             raise TransportError("the task has not been created on the service yet")
-        record = TaskRecord.from_api(self._client.transport.get_task(task_id))
+        record = TaskRecord.from_api(_provider().transport.get_task(task_id))
         self._record = record
         return record
 
     def __repr__(self) -> str:
-        return f"<Task {self._id or 'unsent'} {self.name!r} {self._get('status', 'pending')}>"
+        return f"<Task {self._entry.id or self._entry.ref} {self.name!r} {self._view.get('status', 'pending')}>"
 
     # -- the hot path ------------------------------------------------------------------------------
-    # Changes go into ``_dirty``; the flusher folds them into ``_state`` when it takes them. Readers look
-    # at ``_dirty`` first. ``value`` is a named parameter so that the commonest call builds no dict.
-    def _get(self, key: str, default: Any = None) -> Any:
-        dirty = self._dirty
-        if key in dirty:
-            return dirty[key]
-        return self._state.get(key, default)
+    def _current(self) -> Pending:
+        """Where this handle reports now: a replaced client hands its handles on to its successor."""
+        pending = self._pending = self._pending.latest()
+        return pending
 
     def update(self, value: Any = _UNSET, **fields: Any) -> None:
         """Merge fields into the task's pending state. ``data`` and ``tags`` merge into what is there."""
-        fl = self._fl
-        if fields or fl.strict:
+        if fields or self._strict:
             if value is not _UNSET:
                 fields["value"] = value
             self._merge(fields)
             return
         if value is _UNSET:
             return
-        with fl.lock:
-            if self._gen is not fl.gen:
-                self._after_fork()
-            self._dirty["value"] = value
-            fl.merged += 1
-            if self not in fl.pending:
-                fl.add(self, False)
+        # the commonest call, inlined: no dict built, one lock, two stores
+        pending = self._pending
+        if pending.closed:
+            pending = self._current()
+        entry = self._entry
+        with pending.lock:
+            self._view["value"] = value
+            changes = pending.changes.get(entry)
+            added = changes is None
+            if added:
+                changes = pending.admit(entry)
+            if changes is not None:
+                changes["value"] = value
+            pending.merged += 1
+        if added and pending.on_change is not None:
+            pending.on_change(False)
 
     def increment(self, n: int = 1) -> None:
         """Add ``n`` to the value."""
-        fl = self._fl
-        with fl.lock:
-            if self._gen is not fl.gen:
-                self._after_fork()
-            dirty = self._dirty
-            value = dirty["value"] if "value" in dirty else self._state.get("value")
+        pending = self._pending
+        if pending.closed:
+            pending = self._current()
+        entry = self._entry
+        with pending.lock:
+            view = self._view
             try:
-                dirty["value"] = (value or 0) + n
+                value = (view.get("value") or 0) + n
             except TypeError:  # a bad value or n: the flusher logs the invalid field, we never raise
-                dirty["value"] = n
-            fl.merged += 1
-            if self not in fl.pending:
-                fl.add(self, False)
+                value = n
+            view["value"] = value
+            changes = pending.changes.get(entry)
+            added = changes is None
+            if added:
+                changes = pending.admit(entry)
+            if changes is not None:
+                changes["value"] = value
+            pending.merged += 1
+        if added and pending.on_change is not None:
+            pending.on_change(False)
 
     def set_total(self, total: int) -> None:
         """Set ``value_max``, the value at which the task is 100% done."""
@@ -234,34 +276,51 @@ class Task:
         return iterate(self, iterable, total)
 
     def _merge(self, fields: dict[str, Any]) -> None:
-        fl = self._fl
-        if fl.strict:
+        if self._strict:
+            check_client_status(fields)
             fields = validate_task(fields, partial=True)
+            if "parent" in fields:
+                raise ValidationError("is set when a task is created; it can't be changed.", attr="parent")
+        pending = self._pending
+        if pending.closed:
+            pending = self._current()
+        entry = self._entry
         terminal = False
-        with fl.lock:
-            if self._gen is not fl.gen:
-                self._after_fork()
+        with pending.lock:
             if not _SPECIAL.isdisjoint(fields):
                 terminal = self._merge_special(fields)
-            self._dirty.update(fields)
-            fl.merged += 1
-            if self not in fl.pending:
-                fl.add(self, terminal)
-        if terminal:
-            fl.wake()
+            actions = fields.pop("actions", None)
+            self._view.update(fields)
+            changes = pending.changes.get(entry)
+            added = changes is None
+            if added:
+                changes = pending.force(entry) if terminal or actions else pending.admit(entry)
+            if changes is not None:
+                changes.update(fields)
+                if actions is not None:
+                    queued = changes.get("actions")
+                    changes["actions"] = [*queued, *actions] if isinstance(queued, list) else actions
+            pending.merged += 1
+        if pending.closed:
+            if terminal and pending.on_orphan_end is not None:
+                pending.on_orphan_end(entry, {})
+            return
+        if (added or terminal) and pending.on_change is not None:
+            pending.on_change(terminal)
 
     def _merge_special(self, fields: dict[str, Any]) -> bool:
-        """Fold status times, data/tags merging and queued actions into ``fields``; True if terminal."""
+        """Fold status times and data/tags merging into ``fields``; True if terminal."""
         terminal = False
+        view = self._view
         if "status" in fields:
             status = getattr(fields["status"], "value", fields["status"])
             fields["status"] = status
             if not isinstance(status, str):
                 return False  # invalid: the flusher logs it and drops the field; the hot path never raises
             now = time.time()
-            if status in RUNNING and self._get("start_time") is None and "start_time" not in fields:
+            if status in RUNNING and view.get("start_time") is None and "start_time" not in fields:
                 fields["start_time"] = now
-                if self._created_at is not None and self._get("time_to_start") is None:
+                if self._created_at is not None and view.get("time_to_start") is None:
                     # measured here: the service only learns of the task when the flusher creates it
                     fields.setdefault("time_to_start", max(0.0, now - self._created_at))
             if status in TERMINAL:
@@ -270,42 +329,10 @@ class Task:
                     fields["end_time"] = now
         for key in ("data", "tags"):
             if key in fields:
-                new, old = fields[key], self._get(key)
+                new, old = fields[key], view.get(key)
                 if isinstance(new, Mapping) and isinstance(old, Mapping):
                     fields[key] = {**old, **new}
-        if "actions" in fields:
-            queued, new = self._dirty.get("actions"), fields["actions"]
-            if isinstance(queued, list) and isinstance(new, list):
-                fields["actions"] = [*queued, *new]
         return terminal
-
-    def _fold_dirty(self) -> None:
-        """Take pending changes as done (they were spooled): fold them into the state, drop queued actions.
-        Call with the lock held."""
-        dirty, self._dirty = self._dirty, {}
-        dirty.pop("actions", None)
-        self._state.update(dirty)
-
-    def _after_fork(self) -> None:
-        # called under the lock in a forked child: what was pending belonged to the parent, which sends it
-        self._gen = self._fl.gen
-        self._dirty = {}
-        if self._id is None:
-            self._orphan()
-
-    def _orphaned(self) -> bool:
-        """Created by the parent of a fork and not yet sent: this process can never learn its id."""
-        return self._id is None and (self._failed or self._gen is not self._fl.gen)
-
-    def _orphan(self) -> None:
-        self._failed = True
-        self._fl.log.log(
-            30,
-            "orphan",
-            "taskreport: %r was created before this process forked and not yet sent; its updates here are "
-            "dropped (read task.id before forking to avoid this)",
-            self,
-        )
 
     # -- statuses ----------------------------------------------------------------------------------
     def pending(self, **fields: Any) -> None:
@@ -355,17 +382,23 @@ class Task:
         if seconds is not None and not math.isfinite(seconds):
             seconds = None
         if seconds is None and every is not None:
-            if self._fl.strict:
+            if self._strict:
                 raise ValidationError(f"must be a number of seconds, not {every!r}.", attr="heartbeat")
-            self._fl.log.log(40, "heartbeat", "taskreport: ignoring heartbeat=%r: not a number of seconds", every)
+            _log.log(40, "heartbeat", "taskreport: ignoring heartbeat=%r: not a number of seconds", every)
             return
-        self._fl.set_heartbeat(self, seconds)
+        pending = self._pending
+        if pending.closed:
+            pending = self._current()
+        pending.set_heartbeat(self._entry, seconds)
 
 
 class DisabledTask(Task):
     """What the API hands out when reporting is off: every method is a cheap no-op."""
 
     __slots__ = ()
+
+    def __init__(self, name: str = "") -> None:
+        super().__init__(_DISABLED, Entry("disabled-task-000000", {"name": name}, born_here=False))
 
     def update(self, value: Any = _UNSET, **fields: Any) -> None:
         pass
@@ -378,3 +411,6 @@ class DisabledTask(Task):
 
     def wait_id(self, timeout: float | None = None) -> str | None:
         return None
+
+
+_DISABLED = Pending(max_pending=0)

@@ -16,9 +16,8 @@ from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
-import wrapt
-
 from . import _client as _client_mod
+from . import _internal
 from ._context import current as _current
 from ._errors import ValidationError
 from ._task import DisabledTask, Task
@@ -54,7 +53,7 @@ def start(
         if client.config.strict:
             raise
         logger.exception("taskreport: could not create the task %r; running it untracked", name)
-        return DisabledTask(client, {"name": name})
+        return DisabledTask(name)
 
 
 def finish(task: Task, exc: BaseException | None, **fields: Any) -> None:
@@ -69,8 +68,8 @@ def finish(task: Task, exc: BaseException | None, **fields: Any) -> None:
             task.success(**fields)
         else:
             task.error(exc, **fields)
-    except Exception:
-        logger.exception("taskreport: could not record the end of %r", task)
+    except Exception as exc:
+        _internal.report(f"could not record the end of {task!r}", exc)
 
 
 def reset(token: contextvars.Token[Task | None]) -> None:
@@ -147,6 +146,9 @@ def _decorate(func: Any, name: str | None, fields: dict[str, Any], heartbeat: fl
         wrapper = _gen_wrapper(name, fields, heartbeat)
     else:
         wrapper = _sync_wrapper(name, fields, heartbeat)
+    # imported here, not with the package: wrapt 2 brings asyncio along, which is most of its import time
+    import wrapt
+
     # wrapt asks enabled() first and, when it says no, calls the function directly: the cheapest passthrough
     return wrapt.FunctionWrapper(func, wrapper, enabled=_enabled)
 
@@ -322,7 +324,7 @@ class task:  # lower case: used like a function, ``with taskreport.task("name") 
     def __enter__(self) -> Task:
         cl = _client_mod.get_client()
         if cl.disabled:
-            t: Task = DisabledTask(cl, {"name": self._name})
+            t: Task = DisabledTask(self._name)
             self._open.append((t, None))
             return t
         t = start(cl, self._name, self._fields, self._heartbeat)

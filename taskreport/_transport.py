@@ -1,10 +1,10 @@
-"""The interface between the client and wherever tasks go, and the one unit the flusher sends."""
+"""The interface between delivery and wherever tasks go, and the one unit delivery sends."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from ._errors import TaskReportError
 
@@ -13,12 +13,23 @@ Row = dict[str, Any]
 
 @dataclasses.dataclass
 class Op:
-    """Create a task (``task_id`` None) or update one, with validated fields."""
+    """One change to one task: its create (``kind="create"``) or an update, with validated fields.
 
+    A create names the task by ``ref`` (the service makes it once, however often it is sent). An update
+    names it by ``task_id`` when known, else by ``ref`` (a service with references makes a placeholder if
+    the create has not arrived yet). ``parent_ref`` names a parent whose id is not known here.
+    """
+
+    kind: Literal["create", "update"]
+    ref: str | None
     task_id: str | None
     fields: dict[str, Any]
-    #: for a create: the same key on every attempt, so a retry never makes a second task
-    idempotency_key: str | None = None
+    parent_ref: str | None = None
+
+
+class BatchUnsupported(TaskReportError):
+    """The service has no batch operation and no task references (a stock server of the API): plan the
+    same changes again as plain requests, by id."""
 
 
 @dataclasses.dataclass
@@ -33,9 +44,13 @@ class Transport(Protocol):
     """What a place that stores tasks must do. Rows are the API's JSON objects (timestamps may be epoch
     seconds or ISO strings: :meth:`TaskRecord.from_api` reads both)."""
 
+    #: whether the place knows task references: True, False, or None until the first send tells
+    refs: bool | None
+
     def send(self, ops: Sequence[Op]) -> list[Row | TaskReportError]:
-        """Deliver ops in order, one result each. Used by the flusher: no retries inside, and after a
-        connection failure or a 429 the remaining ops get the same error without being tried."""
+        """Deliver ops in order, one result each (a row with at least ``id``, or the error). No retries
+        inside: delivery keeps the latest state and decides when to try again. May raise
+        :class:`BatchUnsupported` before sending anything."""
         ...
 
     def create_task(self, fields: Mapping[str, Any], idempotency_key: str | None = None) -> Row: ...
@@ -50,7 +65,7 @@ class Transport(Protocol):
 
     def list_actions(self, task_id: str) -> list[Row]: ...
 
-    def create_action(self, task_id: str, fields: Mapping[str, Any]) -> Row: ...
+    def create_action(self, task_id: str, fields: Mapping[str, Any], idempotency_key: str | None = None) -> Row: ...
 
     def update_action(self, task_id: str, action_id: int, fields: Mapping[str, Any]) -> Row: ...
 

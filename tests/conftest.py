@@ -28,6 +28,20 @@ def _reachable(host: str, port: int) -> bool:
 
 
 @pytest.fixture(autouse=True)
+def internal_errors(request: pytest.FixtureRequest) -> Iterator[list[BaseException]]:
+    """Fail a test during which the library swallowed an internal error (a bug it logged and went on
+    from), unless the test says it expects one with ``@pytest.mark.internal_errors``."""
+    from taskreport import _internal
+
+    seen: list[BaseException] = []
+    _internal.hooks.append(seen.append)
+    yield seen
+    _internal.hooks.remove(seen.append)
+    if seen and request.node.get_closest_marker("internal_errors") is None:
+        pytest.fail(f"taskreport swallowed {len(seen)} internal error(s): {seen!r}", pytrace=False)
+
+
+@pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Keep tests off the developer's real config, data directory and environment."""
     home = tmp_path / "home"

@@ -45,6 +45,8 @@ class FaultProxy:
         self.rules: list[tuple[Callable[[str, str, Any], bool], Fault]] = []
         self.delay = 0.0
         self.refusing = False
+        #: behave as a stock server of the API: no batch operation, no task references
+        self.stock = False
         #: TCP connections accepted, to check keep-alive
         self.connections = 0
         self._lock = threading.Lock()
@@ -117,6 +119,10 @@ class FaultProxy:
                     fault = proxy.faults.pop(0) if proxy.faults else None
                     if fault is None:
                         fault = next((f for rule, f in proxy.rules if rule(self.command, self.path, body)), None)
+                    if fault is None and proxy.stock and "/batch" in self.path:
+                        fault = Fault(405, {"type": "client_error", "errors": [{
+                            "code": "method_not_allowed", "detail": "Method \u201cpost\u201d not allowed.",
+                            "attr": None}]}, {})
                 if proxy.delay:
                     time.sleep(proxy.delay)
                 if fault is not None:
@@ -133,17 +139,22 @@ class FaultProxy:
                     self.wfile.write(payload)
                     return
                 conn = http.client.HTTPConnection(proxy.upstream_host, proxy.upstream_port, timeout=30)
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                skip = ("host", "connection", "idempotency-key") if proxy.stock else ("host", "connection")
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
                 conn.request(self.command, self.path, body=raw or None, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
                 conn.close()
+                if proxy.stock:
+                    data = _strip_refs(data)
                 with proxy._lock:
                     proxy.seen.append(Seen(self.command, self.path, body, time.monotonic(), resp.status))
                 self.send_response(resp.status)
                 for k, v in resp.getheaders():
-                    if k.lower() not in ("transfer-encoding", "connection", "content-length", "date", "server"):
-                        self.send_header(k, v)
+                    dropped = ("transfer-encoding", "connection", "content-length", "date", "server")
+                    if k.lower() in dropped or (proxy.stock and k.lower() == "x-taskreport-features"):
+                        continue
+                    self.send_header(k, v)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -166,6 +177,18 @@ class FaultProxy:
 
     def close(self) -> None:
         self.stop()
+
+
+def _strip_refs(data: bytes) -> bytes:
+    """A stock server's answer: the task JSON without the ``ref`` our server adds."""
+    try:
+        body = json.loads(data)
+    except ValueError:
+        return data
+    for task in body.get("results", [body]) if isinstance(body, dict) else []:
+        if isinstance(task, dict):
+            task.pop("ref", None)
+    return json.dumps(body).encode()
 
 
 @contextmanager

@@ -326,3 +326,62 @@ def test_unknown_option_is_a_type_error() -> None:
 def test_bad_option_values(option: str, value: float) -> None:
     with pytest.raises(ConfigurationError):
         resolve(**{option: value})
+
+
+# -- writing keeps the user's file; where each setting came from ------------------------------------------------
+def test_write_config_file_keeps_comments_tables_and_other_keys(cfg_file: Path) -> None:
+    cfg_file.write_text(
+        "# my settings\n"
+        'url = "https://old.example"  # the team server\n'
+        'token = "old"\n'
+        "editor = 'vim'\n"
+        "\n"
+        "[server]\n"
+        "port = 8001 # for trials\n"
+        "[other.nested]\n"
+        "x = [1, 2]\n"
+    )
+    write_config_file({"url": "https://new.example", "token": None, "organization": "acme"})
+    text = cfg_file.read_text()
+    assert text.startswith("# my settings\n")
+    assert 'url = "https://new.example"  # the team server' in text
+    assert "token" not in text
+    assert "editor = 'vim'" in text and "port = 8001 # for trials" in text
+    assert read_config_file() == {
+        "url": "https://new.example",
+        "editor": "vim",
+        "organization": "acme",
+        "server": {"port": 8001},
+        "other": {"nested": {"x": [1, 2]}},
+    }
+
+
+def test_new_config_file_says_it_holds_a_token(cfg_file: Path) -> None:
+    write_config_file({"token": "t"})
+    assert cfg_file.read_text().splitlines()[0].startswith("#")
+    assert "private" in cfg_file.read_text()
+
+
+def test_sources_say_where_each_setting_came_from(cfg_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert resolve().sources == dict.fromkeys(("url", "token", "organization", "project"), "default")
+    write_config_file({"url": "https://file.example", "token": "file-token"})
+    monkeypatch.setenv("TASKREPORT_ORG", "env-org")
+    sources = resolve(project="arg-proj").sources
+    assert sources == {
+        "url": f"config file ({cfg_file})",
+        "token": f"config file ({cfg_file})",
+        "organization": "environment (TASKREPORT_ORG)",
+        "project": "argument",
+    }
+    other = cfg_file.parent / "other.toml"
+    write_config_file({"url": "https://other.example"}, other)
+    assert resolve(config_file=other).sources["url"] == f"config file ({other})"
+
+
+def test_sources_of_a_project_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKREPORT_TOKEN", make_project_key("acme", "web", "s3cr3t"))
+    sources = resolve(project="mine").sources
+    assert sources["token"] == "environment (TASKREPORT_TOKEN)"
+    assert sources["organization"] == "project key (from environment (TASKREPORT_TOKEN))"
+    assert sources["project"] == "argument"
+    assert "s3cr3t" not in repr(resolve())

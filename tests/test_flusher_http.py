@@ -112,7 +112,7 @@ def test_rate_limit_pauses_all_sending_until_retry_after(sqlite_server: LiveServ
 def test_slow_server_times_out_and_flush_honours_its_deadline(sqlite_server: LiveServer, proxy: FaultProxy) -> None:
     init_through(proxy, sqlite_server, request_timeout=0.3)
     t = taskreport.Task.create("slow")
-    assert t.id is not None
+    assert t.wait_id(10) is not None
     proxy.delay = 2.0
     t.update(value=1)
     start = time.monotonic()

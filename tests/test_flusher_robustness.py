@@ -44,6 +44,7 @@ def test_hot_path_never_raises_on_odd_values(caplog: pytest.LogCaptureFixture) -
 
 def test_a_task_the_service_always_fails_does_not_hold_up_the_others(sqlite_server: LiveServer,
                                                                      proxy: FaultProxy) -> None:
+    proxy.stock = True  # one request per task, so that one task's requests can fail alone
     proxy.fail_when(lambda method, path, body: isinstance(body, dict) and body.get("name") == "bad", 500)
     init_through(proxy, sqlite_server, flush_interval=0.05)
     bad = taskreport.Task.create("bad")
@@ -51,14 +52,12 @@ def test_a_task_the_service_always_fails_does_not_hold_up_the_others(sqlite_serv
     for t in good:
         t.success()
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not all(t._id for t in good):
+    while time.monotonic() < deadline and not all(t.id for t in good):
         taskreport.flush(0.5)
-    assert all(t._id for t in good)
+    assert all(t.id for t in good)
     assert set(names_on(sqlite_server)) == {"good0", "good1", "good2"}
-    fl = taskreport.get_client().flusher
-    with fl.lock:  # pending, or being retried right now
-        waiting = len(fl.pending) + len(fl.inflight)
-    assert bad._id is None and waiting == 1  # still kept, still retried
+    assert bad.id is None and taskreport.stats()["pending"] <= 1  # still kept, still retried
+    assert len([s for s in proxy.requests("POST") if s.body.get("name") == "bad"]) >= 2
 
 
 def test_a_redirect_answer_is_reported_and_the_flusher_goes_on(sqlite_server: LiveServer, proxy: FaultProxy,
@@ -71,7 +70,7 @@ def test_a_redirect_answer_is_reported_and_the_flusher_goes_on(sqlite_server: Li
     assert "redirect" in caplog.text
     later = taskreport.Task.create("after")
     later.success()
-    assert taskreport.flush(5) and later.id is not None
+    assert taskreport.flush(5) and later.wait_id(10) is not None
     assert "after" in names_on(sqlite_server)
 
 
@@ -82,7 +81,7 @@ def test_changes_that_find_the_pending_map_full_are_kept_not_lost() -> None:
     for _ in range(10):
         second.increment()
     second.update(data={"kept": True})
-    assert taskreport.stats()["dropped"] > 0
+    assert taskreport.stats()["overflowed"] > 0
     assert taskreport.flush(5)
     for _ in range(7):
         second.increment()
@@ -99,7 +98,11 @@ def test_heartbeats_changing_under_the_thread_never_stop_it() -> None:
     keep: list[taskreport.Task] = []
 
     def churn() -> None:
-        while time.monotonic() < stop:
+        # heartbeats set and dropped under the thread for 2 s, a bounded number of tasks: this is about the
+        # thread surviving the churn, not about how fast a loaded machine can store tasks
+        for _ in range(3000):
+            if time.monotonic() > stop:
+                break
             t = taskreport.Task.create("beat")
             t.heartbeat(1000)
             keep.append(t)
@@ -111,11 +114,11 @@ def test_heartbeats_changing_under_the_thread_never_stop_it() -> None:
         t.start()
     for t in threads:
         t.join()
-    thread = client.flusher.thread
+    thread = client.sender.thread
     assert thread is not None and thread.is_alive()
     last = taskreport.Task.create("still delivered")
     last.success()
-    assert taskreport.flush(20) and last.id is not None
+    assert taskreport.flush(20) and last.wait_id(10) is not None
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
@@ -123,7 +126,7 @@ def test_heartbeats_changing_under_the_thread_never_stop_it() -> None:
 def test_a_forked_worker_does_not_keep_its_parents_finished_task_alive() -> None:
     taskreport.init(flush_interval=0.05)
     job = taskreport.Task.create("parent job", status="processing", heartbeat=0.2)
-    assert job.id is not None
+    assert job.wait_id(10) is not None
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
         try:
@@ -156,7 +159,7 @@ def test_init_while_a_request_hangs_moves_the_end_to_the_new_client(sqlite_serve
                                                                     proxy: FaultProxy) -> None:
     init_through(proxy, sqlite_server, flush_interval=0.05, exit_timeout=0.5, request_timeout=5)
     t = taskreport.Task.create("moved")
-    assert t.id is not None
+    assert t.wait_id(10) is not None
     proxy.delay = 3  # the end's request hangs on the old client's thread
     t.success()
     time.sleep(0.3)
@@ -192,12 +195,12 @@ def test_a_spool_left_by_an_earlier_process_with_this_pid_is_claimed(isolated: P
 
     config = taskreport.init().config
     t = taskreport.Task.create("from a previous life")
-    with t._fl.lock:
-        items = [(t, {**t._state, **t._dirty})]
-    path = _spool.write(config, items)
-    assert _spool.claim(config) == []  # this process's own file: it still holds the handle
+    directory = isolated / "spool"
+    path = _spool.write(directory, config.target, [_spool.record_of(t.entry, dict(t.entry.view))])
+    assert path is not None
+    assert _spool.claim(directory, config.target) == []  # this process's own file: it still holds the handle
     # the same pid, another process (a container's pid 1 restarted): its files are claimable
     renamed = path.with_name(path.name.replace(f"-{_spool._token}-", "-0123456789ab-"))
     path.rename(renamed)
-    claimed = _spool.claim(config)
-    assert len(claimed) == 1 and claimed[0][1][0]["fields"]["name"] == "from a previous life"
+    claimed = _spool.claim(directory, config.target)
+    assert len(claimed) == 1 and claimed[0][1][0]["create"]["name"] == "from a previous life"

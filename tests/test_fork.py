@@ -43,7 +43,7 @@ def run_in_child(body) -> int:  # type: ignore[no-untyped-def]
 def test_child_updates_arrive_and_parent_pending_is_not_duplicated() -> None:
     taskreport.init(flush_interval=30)
     target = taskreport.Task.create("child updates me")
-    assert target.id is not None
+    assert target.wait_id(10) is not None
     unsent = taskreport.Task.create("created in parent, unsent at fork")
     unsent.update(value=7)
 
@@ -97,7 +97,7 @@ def test_fifty_forks_while_another_thread_updates_do_not_deadlock() -> None:
 def test_flusher_thread_restarts_in_child() -> None:
     taskreport.init(flush_interval=0.05)
     warm = taskreport.Task.create("warm")  # starts the parent's thread
-    assert warm.id is not None
+    assert warm.wait_id(10) is not None
 
     def child() -> int:
         task = taskreport.Task.create("background in child")
@@ -105,7 +105,7 @@ def test_flusher_thread_restarts_in_child() -> None:
         # no explicit flush: the child's own flusher thread must deliver it
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            if taskreport.stats()["pending"] == 0 and task._id is not None:
+            if taskreport.stats()["pending"] == 0 and task.id is not None:
                 return 0
             time.sleep(0.02)
         return 1
@@ -114,30 +114,33 @@ def test_flusher_thread_restarts_in_child() -> None:
     assert [t.name for t in taskreport.list_tasks(name="background in child")] == ["background in child"]
 
 
-def test_task_unsent_at_fork_does_not_hang_the_child() -> None:
+def test_a_task_unsent_at_fork_is_named_by_its_reference_in_the_child() -> None:
     taskreport.init(flush_interval=30)
     unsent = taskreport.Task.create("parent's, unsent")
 
     def child() -> int:
         start = time.monotonic()
-        if unsent.id is not None or time.monotonic() - start > 1:
-            return 1  # the child can never learn the id; it must say so at once
+        if unsent.wait_id(10) is not None or time.monotonic() - start > 1:
+            return 1  # its create is the parent's to send: the child does not wait for it
         kid = taskreport.Task.create("child's", parent=unsent)
         kid.success()
+        unsent.update(value=3)  # goes by reference, wherever the create is
         return 0 if taskreport.flush(10) else 2
 
     assert run_in_child(child) == 0
     assert taskreport.flush(10)
     names = {t.name: t for t in taskreport.list_tasks()}
     assert set(names) == {"parent's, unsent", "child's"}
-    assert names["child's"].parent is None  # delivered, without the link it could not make
+    # the child's task arrived first, naming a parent the service had not seen: one task, linked
+    assert names["child's"].parent == names["parent's, unsent"].id
+    assert names["parent's, unsent"].value == 3
 
 
 def test_multiprocessing_children_deliver_without_an_explicit_flush() -> None:
     import multiprocessing
 
     taskreport.init(flush_interval=30)
-    assert taskreport.Task.create("warm").id is not None
+    assert taskreport.Task.create("warm").wait_id(10) is not None
     ctx = multiprocessing.get_context("fork")
     procs = [ctx.Process(target=_mp_job, args=(i,)) for i in range(3)]
     for p in procs:

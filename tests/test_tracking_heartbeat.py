@@ -23,7 +23,7 @@ def test_quiet_tracked_task_with_a_heartbeat_survives_the_servers_sweeper(server
     @taskreport.track(name="quiet", heartbeat=1)
     def quiet() -> str:
         task = taskreport.current_task()
-        assert task is not None and task.id is not None
+        assert task is not None and task.wait_id(10) is not None
         deadline = time.monotonic() + 3.2
         while time.monotonic() < deadline:  # busy, sending nothing itself
             time.sleep(0.2)
@@ -35,14 +35,14 @@ def test_quiet_tracked_task_with_a_heartbeat_survives_the_servers_sweeper(server
     assert seen and set(seen) == {Status.PROCESSING}
     record = next(iter(taskreport.list_tasks(name="quiet")))
     assert (record.status, record.stale_timeout) == (Status.SUCCESS, 2)
-    assert control.id is not None
+    assert control.wait_id(10) is not None
     assert taskreport.get_task(control.id).status is Status.STALE
 
 
 def test_heartbeat_keeps_updated_fresh_in_the_embedded_store() -> None:
     with taskreport.task("beating", heartbeat=0.3) as beating:
         control = taskreport.Task.create("silent", status="processing", stale_timeout=1, parent=None)
-        assert beating.id is not None and control.id is not None
+        assert beating.wait_id(10) is not None and control.wait_id(10) is not None
         created = taskreport.get_task(beating.id).updated
         time.sleep(1.3)
         assert taskreport.flush(5)

@@ -37,7 +37,14 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def new_task_id() -> str:
-    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(22))
+    """22 random letters and digits. One call to the OS for all of them: a choice per character cost a
+    third of an embedded create."""
+    number = int.from_bytes(secrets.token_bytes(17), "big")  # 136 bits, more than 22 digits of base 62 hold
+    chars = []
+    for _ in range(22):
+        number, digit = divmod(number, 62)
+        chars.append(_ID_ALPHABET[digit])
+    return "".join(chars)
 
 
 @dataclasses.dataclass(frozen=True)

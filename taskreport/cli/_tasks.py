@@ -5,26 +5,23 @@ from __future__ import annotations
 import datetime as _dt
 import itertools
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from .._client import Client, init
-from .._errors import NotFound
-from .._models import TaskRecord
 from .._status import Status
+from ._params import Seconds, WholeNumber, tag_pairs
+from ._settings import settings_of
+
+if TYPE_CHECKING:
+    from .._models import TaskRecord
+
+#: children shown under each task in a tree (more are summarised)
+TREE_CHILDREN = 20
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
 
 
-def client_from(ctx: click.Context, **options: Any) -> Client:
-    """A client for this command: global options over the environment over the config file.
-
-    It never spools: a CLI that only reads must not leave files behind.
-    """
-    settings = dict(ctx.find_root().obj or {})
-    return init(spool=False, **settings, **options)
-
-
-def _age(when: _dt.datetime | None) -> str:
+def age(when: _dt.datetime | None) -> str:
     if when is None:
         return "-"
     seconds = (_dt.datetime.now(_dt.timezone.utc) - when).total_seconds()
@@ -34,18 +31,49 @@ def _age(when: _dt.datetime | None) -> str:
     return f"{max(0, int(seconds))}s ago"
 
 
-def _progress(record: TaskRecord) -> str:
+def progress_text(record: TaskRecord) -> str:
     if record.value is None:
         return "-"
     percent = f" ({record.value_percent}%)" if record.value_percent is not None else ""
     return f"{record.value}/{record.value_max}{percent}"
 
 
-def _table(records: list[TaskRecord]) -> str:
-    rows = [("ID", "NAME", "STATUS", "PROGRESS", "UPDATED")]
-    rows += [(r.id, r.name, r.status.value, _progress(r), _age(r.updated)) for r in records]
+def table(rows: list[tuple[str, ...]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+def _row(record: TaskRecord, prefix: str = "") -> tuple[str, ...]:
+    return (record.id, prefix + record.name, record.status.value, progress_text(record), age(record.updated))
+
+
+_HEADER = ("ID", "NAME", "STATUS", "PROGRESS", "UPDATED")
+
+
+def build_tree(records: list[TaskRecord]) -> list[tuple[TaskRecord, list[TaskRecord], bool]]:
+    """Each listed task that is not under another listed one, with its children (oldest first) and whether
+    there are more than shown. Tasks nest one level deep."""
+    import taskreport
+
+    shown = {r.id for r in records}
+    under: dict[str, list[TaskRecord]] = {}
+    for record in records:
+        if record.parent in shown:
+            under.setdefault(str(record.parent), []).append(record)
+    tree = []
+    for record in records:
+        if record.parent in shown:
+            continue
+        children = {c.id: c for c in under.get(record.id, [])}
+        more = False
+        if record.parent is None:
+            found = list(itertools.islice(taskreport.list_tasks(parent=record.id), TREE_CHILDREN + 1))
+            more = len(found) > TREE_CHILDREN
+            for child in found[:TREE_CHILDREN]:
+                children.setdefault(child.id, child)
+        ordered = sorted(children.values(), key=lambda c: (c.created or _EPOCH, c.id))
+        tree.append((record, ordered, more))
+    return tree
 
 
 @click.command("list")
@@ -56,31 +84,62 @@ def _table(records: list[TaskRecord]) -> str:
     help="Only tasks in this status (repeatable).",
 )
 @click.option("--name", help="Only tasks with this exact name.")
-@click.option("--tag", "tags", multiple=True, metavar="KEY:VALUE", help="Only tasks with this tag (repeatable).")
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="How many tasks.")
+@click.option(
+    "--tag", "tags", multiple=True, metavar="KEY:VALUE", help="Only tasks with this tag (repeatable; all must match)."
+)
+@click.option("--parent", metavar="ID", help="Only the children of this task.")
+@click.option("--external-id", metavar="TEXT", help="Only tasks with this external id.")
+@click.option("--tree", is_flag=True, help="Show each task's children under it.")
+@click.option("--limit", type=WholeNumber(min=1), default=20, show_default=True, help="How many tasks.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON array instead of a table.")
 @click.pass_context
 def list_cmd(
-    ctx: click.Context, status: tuple[str, ...], name: str | None, tags: tuple[str, ...], limit: int, as_json: bool
+    ctx: click.Context,
+    status: tuple[str, ...],
+    name: str | None,
+    tags: tuple[str, ...],
+    parent: str | None,
+    external_id: str | None,
+    tree: bool,
+    limit: int,
+    as_json: bool,
 ) -> None:
     """List tasks, newest first."""
-    client = client_from(ctx)
+    import taskreport
+
     filters: dict[str, Any] = {"page_size": min(limit, 200)}
     if status:
         filters["status"] = list(status)
-    if name:
-        filters["name"] = name
     if tags:
-        pairs = [t.partition(":") for t in tags]
-        bad = [t for t, (_, sep, _) in zip(tags, pairs, strict=True) if not sep]
-        if bad:
-            raise click.BadParameter(f"{bad[0]!r} is not KEY:VALUE", param_hint="--tag")
-        filters["tag"] = {k: v for k, _, v in pairs}
-    records = list(itertools.islice(client.list_tasks(**filters), limit))
+        filters["tag"] = tag_pairs(tags)
+    for key, value in (("name", name), ("parent", parent), ("external_id", external_id)):
+        if value is not None:
+            filters[key] = value
+    settings_of(ctx).connect()
+    records = list(itertools.islice(taskreport.list_tasks(**filters), limit))
+    if tree:
+        nested = build_tree(records)
+        if as_json:
+            body = [{**r.to_api(), "children": [c.to_api() for c in children]} for r, children, _ in nested]
+            click.echo(json.dumps(body, indent=2))
+            return
+        rows: list[tuple[str, ...]] = [_HEADER]
+        for record, children, more in nested:
+            rows.append(_row(record))
+            for i, child in enumerate(children):
+                last = i == len(children) - 1 and not more
+                rows.append(_row(child, "└─ " if last else "├─ "))
+            if more:
+                rows.append(("", f"└─ … more: taskreport list --parent {record.id}", "", "", ""))
+        if len(rows) > 1:
+            click.echo(table(rows))
+        else:
+            click.echo("no tasks", err=True)
+        return
     if as_json:
         click.echo(json.dumps([r.to_api() for r in records], indent=2))
     elif records:
-        click.echo(_table(records))
+        click.echo(table([_HEADER, *(_row(r) for r in records)]))
     else:
         click.echo("no tasks", err=True)
 
@@ -91,10 +150,14 @@ def list_cmd(
 @click.pass_context
 def get_cmd(ctx: click.Context, task_id: str, as_json: bool) -> None:
     """Show one task."""
+    import taskreport
+
+    settings = settings_of(ctx)
+    settings.connect()
     try:
-        record = client_from(ctx).get_task(task_id)
-    except NotFound:
-        raise click.ClickException(f"no task with id {task_id!r}") from None
+        record = taskreport.get_task(task_id)
+    except taskreport.NotFound:
+        raise click.ClickException(no_task(settings, task_id)) from None
     if as_json:
         click.echo(json.dumps(record.to_api(), indent=2))
         return
@@ -107,13 +170,29 @@ def get_cmd(ctx: click.Context, task_id: str, as_json: bool) -> None:
         click.echo(f"{key.ljust(width)}  {shown}")
 
 
+def no_task(settings: Any, task_id: str) -> str:
+    """An unknown id, with where it was looked for (a wrong project looks the same to the service)."""
+    config = settings.config
+    return (
+        f"no task with id {task_id!r} in project {config.organization}/{config.project} at {settings.where()} "
+        f"({settings.describe('organization', 'project')})"
+    )
+
+
 @click.command("flush-spool")
-@click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds to keep trying.")
+@click.option("--timeout", type=Seconds(), default=30.0, show_default=True, help="Seconds to keep trying.")
 @click.pass_context
 def flush_spool(ctx: click.Context, timeout: float) -> None:
-    """Deliver tasks that earlier processes could not send before they exited."""
-    client = init(spool=True, **dict(ctx.find_root().obj or {}))
-    count, delivered = client.flusher.deliver_spool_now(timeout)
+    """Deliver what exited processes left in the spool.
+
+    Tasks that a process could not send before it exited are kept in the spool; this sends them.
+    """
+    settings = settings_of(ctx)
+    # this command delivers through the library's spool: it spools again what it could not deliver
+    settings.connect(spool=True, strict=False, request_retries=3)
+    import taskreport
+
+    count, delivered = taskreport.get_client().deliver_spool(timeout)
     if not delivered:
         raise click.ClickException(f"{count} spooled task(s) claimed; not all could be delivered (kept in spool)")
     click.echo(f"delivered {count} spooled task(s)")
