@@ -53,7 +53,7 @@ class TaskServer:
     def __init__(self, settings: ServerSettings, store: Store | None = None, *, mounts: Sequence[BaseRoute] = ()):
         self.settings = settings
         self.store = store or open_store(settings.store_url)
-        self.deliverer = Deliverer(self.store, settings, self._delivery_base)
+        self.deliverer = Deliverer(self.store, settings, self.delivery_base)
         self.writer = Writer(self.store, max_batch=settings.max_batch, on_commit=self.deliverer.wake)
         self.api = Api(settings, self.store, self.writer, self.start)
         self.router = build_router(self.api, ROUTES, mounts)
@@ -88,7 +88,7 @@ class TaskServer:
             self._started = False
         self.store.close()
 
-    def _delivery_base(self) -> str:
+    def delivery_base(self) -> str:
         # never from a request: its Host header is the sender's to choose, before any authentication
         return self.settings.base_url or self.settings.bind_url or "http://127.0.0.1"
 

@@ -118,7 +118,7 @@ def test_allow_http_and_tls_permit_a_public_bind(tmp_path: Path, launches: list[
     app = launches[-1]["app"]
     assert app.settings.base_url is None
     port = launches[-1]["address"][1]
-    assert app.settings.bind_url == app._delivery_base() == f"http://127.0.0.1:{port}"
+    assert app.settings.bind_url == app.delivery_base() == f"http://127.0.0.1:{port}"
     assert "--base-url" in allowed.output
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     cert.write_text("cert")
