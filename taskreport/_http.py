@@ -63,6 +63,9 @@ def check_url(url: str, allow_insecure_http: bool) -> None:
     """Refuse a URL the HTTP stack could read differently from us, and a token in clear text anywhere but
     this machine unless told to."""
     if "://" not in url:
+        if url.startswith(("/", "./", "../", "~")) or url.endswith((".db", ".sqlite", ".sqlite3")):
+            raise ConfigurationError(f"{url!r} is not a URL: for a store file, use sqlite://{url} "
+                                     "(or leave the URL out for the default store)")
         raise ConfigurationError(f"{url!r} is not a URL: did you mean http://{url} (or https://{url})?")
     if any(c in url for c in "\\ \t\r\n") or any(ord(c) < 32 or ord(c) == 127 for c in url):
         raise ConfigurationError(f"refusing the URL {url!r}: it contains a backslash, a space or a control character")

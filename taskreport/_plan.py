@@ -126,7 +126,12 @@ class Planner:
         body = dict(birth)
         parent_ref = None
         parent = entry.parent
-        if parent is not None:
+        if parent is not None and parent.failed and parent.id is None:
+            self.log.log(
+                logging.WARNING, "parent",
+                "taskreport: task %s is sent without its parent %s, which the service refused", entry.ref, parent.ref,
+            )
+        elif parent is not None:
             if parent.id is not None:
                 body["parent"] = parent.id
             elif refs:

@@ -22,7 +22,7 @@ from typing import Any
 from . import _internal, _spool
 from ._backlog import Backlog
 from ._errors import NotFound, TaskReportError, TransportError
-from ._pending import BATCH_WAKE, Entry, Pending
+from ._pending import BATCH_WAKE, Entry, Pending, merge_fields
 from ._plan import Planned, Planner
 from ._ratelog import RateLimitedLog
 from ._retry import RetryPolicy, Verdict, judge
@@ -215,8 +215,9 @@ class Sender:
                 try:
                     results = self.transport.send([p.op for p in chunk])
                 except BatchUnsupported:
-                    # the transport now knows: plan what is not sent yet again, by id
-                    todo = [(p.entry, p.fields, p.backlog) for p in planned[start:]] + later
+                    # the transport now knows: plan what is not sent yet again, by id (a create and the update
+                    # that followed it become one item again, so the task is not created twice)
+                    todo = _regroup([(p.entry, p.fields, p.backlog) for p in planned[start:]]) + later
                     break
                 except TaskReportError as exc:
                     results = [exc] * len(chunk)
@@ -368,6 +369,12 @@ class Sender:
 
     def flush(self, timeout: float) -> bool:
         """Deliver everything pending, waiting at most ``timeout`` seconds. True if nothing is left."""
+        if self._idle():
+            return not self.disabled  # nothing to send: no thread started, no spool claimed
+        if threading.current_thread() is self.thread:
+            # called from inside a round (a logging handler on the library's own records): waiting for the
+            # round to end would wait for ever
+            return False
         deadline = time.monotonic() + max(0.0, timeout)
         if self.thread is None and not self.closed:
             self._ensure_thread()
@@ -395,6 +402,8 @@ class Sender:
                 waiting = entry in self.pending.changes or entry.overflow
             if not waiting:
                 return entry.id
+        if threading.current_thread() is self.thread:
+            return entry.id  # from inside a round: see flush()
         deadline = time.monotonic() + (self.settings.request_timeout if timeout is None else max(0.0, timeout))
         if self.thread is None and not self.closed:
             self._ensure_thread()
@@ -503,6 +512,9 @@ class Sender:
 
     def after_fork_child(self) -> None:
         self._reset()
+        # the child's own counts: what the parent sent is the parent's
+        self.requests = self.retries = self.failed = self.spooled = 0
+        self.pending.merged = self.pending.overflowed = 0
         self.log = RateLimitedLog(self.log.interval)
         self.planner.log = self.log
         self.transport.after_fork()
@@ -534,6 +546,17 @@ class Sender:
             "spooled": self.spooled,
             "pending": self.pending.count(),
         }
+
+
+def _regroup(items: list[Item]) -> list[Item]:
+    """One item per entry, its fields merged in order."""
+    merged: dict[Entry, Item] = {}
+    for entry, fields, backlog in items:
+        if entry in merged:
+            _, older, _ = merged[entry]
+            fields = merge_fields(older, fields)
+        merged[entry] = (entry, fields, backlog)
+    return list(merged.values())
 
 
 def after_fork_child() -> None:

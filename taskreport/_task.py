@@ -118,8 +118,9 @@ class Task:
         """A handle on a task known by its reference (``task.ref`` in another process), without any I/O.
 
         Updates go to that task by reference, whether or not its creator's create has reached the service
-        yet. ``name`` is used if this process's update arrives first; ``id``, if known, lets a service that
-        has no references (a stock server of the API) find the task.
+        yet. ``id``, if known, lets a service that has no references (a stock server of the API) find the
+        task; ``name`` names the task this process must create there when it can't (and is what ``task.name``
+        says here meanwhile).
         """
         return _provider().attach(ref, name=name, task_id=id)
 
@@ -399,7 +400,8 @@ class DisabledTask(Task):
     __slots__ = ()
 
     def __init__(self, name: str = "") -> None:
-        super().__init__(_DISABLED, Entry("disabled-task-000000", {"name": name}, born_here=False))
+        # no reference: nothing may name this task in another process (an empty ref is not a valid one)
+        super().__init__(_DISABLED, Entry("", {"name": name}, born_here=False))
 
     def update(self, value: Any = _UNSET, **fields: Any) -> None:
         pass

@@ -433,3 +433,28 @@ def test_an_action_added_against_a_slow_server_is_made_once(sqlite_server: LiveS
     fast_again.join()
     actions = client.list_actions(t.id or "")
     assert sorted(a.trigger for a in actions) == ["error", "success"]
+
+
+def test_finding_a_stock_server_mid_retry_still_makes_one_task(sqlite_server: LiveServer, proxy: FaultProxy) -> None:
+    proxy.stock = True
+    proxy.stop()  # nothing known about the service yet, and the first create can't go
+    init_through(proxy, sqlite_server, flush_interval=0.05)
+    t = taskreport.Task.create("retried")
+    assert taskreport.flush(0.5) is False
+    t.update(value=3)  # a change made after the create was first tried
+    proxy.start()
+    t.success()
+    assert taskreport.flush(10)
+    assert [(x["name"], x["value"], x["status"]) for x in server_tasks(sqlite_server)] == [("retried", 3, "success")]
+
+
+def test_a_child_of_a_refused_parent_gets_no_stand_in_parent(sqlite_server: LiveServer, proxy: FaultProxy,
+                                                             mode: str) -> None:
+    init_through(proxy, sqlite_server, flush_interval=30)
+    parent = taskreport.Task.create("refused parent")
+    proxy.fail(403)
+    assert taskreport.flush(5)
+    child = taskreport.Task.create("child", parent=parent)
+    child.success()
+    assert taskreport.flush(5)
+    assert [(x["name"], x["parent"]) for x in server_tasks(sqlite_server)] == [("child", None)]
