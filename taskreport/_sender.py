@@ -33,6 +33,8 @@ logger = logging.getLogger("taskreport")
 
 #: spooled changes of earlier processes sent per round, after this process's own
 BACKLOG_ROUND = 1000
+#: operations per send: settled one chunk at a time, so an exit finds only one chunk still on its way
+CHUNK = 500
 Item = tuple[Entry, dict[str, Any], bool]
 
 
@@ -205,20 +207,33 @@ class Sender:
             if not planned:
                 self._put_back(later)
                 return
-            self.policy.attempted()
-            try:
-                results = self.transport.send([p.op for p in planned])
-            except BatchUnsupported:
-                continue  # the transport now knows: plan the same changes again, by id
-            except TaskReportError as exc:
-                results = [exc] * len(planned)
-            except Exception as exc:  # a transport bug: keep the data, report it, retry later
-                _internal.report("sending failed", exc)
-                results = [TransportError(f"{type(exc).__name__}: {exc}")] * len(planned)
-            if not self._settle(planned, results):
-                self._put_back(later)
-                return
             todo = later
+            for start in range(0, len(planned), CHUNK):
+                chunk = planned[start : start + CHUNK]
+                self.policy.attempted()
+                try:
+                    results = self.transport.send([p.op for p in chunk])
+                except BatchUnsupported:
+                    # the transport now knows: plan what is not sent yet again, by id
+                    todo = [(p.entry, p.fields, p.backlog) for p in planned[start:]] + later
+                    break
+                except TaskReportError as exc:
+                    results = [exc] * len(chunk)
+                except Exception as exc:  # a transport bug: keep the data, report it, retry later
+                    _internal.report("sending failed", exc)
+                    results = [TransportError(f"{type(exc).__name__}: {exc}")] * len(chunk)
+                went_through = self._settle(chunk, results)
+                self._settled(chunk)
+                if not went_through:
+                    # the service failed or asked us to wait: what is not sent yet waits for the next round
+                    self._put_back([(p.entry, p.fields, p.backlog) for p in planned[start + CHUNK :]] + later)
+                    return
+
+    def _settled(self, chunk: list[Planned]) -> None:
+        """Answered: no longer in flight (an exit spools only what is still on its way)."""
+        done = {p.entry for p in chunk}
+        with self.inflight_lock:
+            self.inflight = [item for item in self.inflight if item[0] not in done]
 
     def _settle(self, planned: list[Planned], results: list[Row | TaskReportError]) -> bool:
         """Apply each answer; True if the round went through (the next round may follow at once)."""

@@ -18,6 +18,7 @@ What a :class:`Tx` offers:
 - actions (``_actions``): ``list_actions``, ``create_action(..., idempotency_key=K)``, ``get_action``,
   ``update_action``, ``cancel_action``;
 - accounts (``_accounts``): organizations, projects, users, tokens, webhook secrets;
+- the outbox of action firings (``_outbox``): ``has_due_firings``, ``claim_firings``, ``record_attempt``;
 - ``savepoint()``: a block that, if it raises, is undone alone while the transaction goes on.
 
 ``fields`` are validated first (:mod:`taskreport._validation`); every operation raises
@@ -36,8 +37,9 @@ from ._db import Cursor, Database, Row, dialect_for
 from ._listing import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_TAG_FILTERS, ListingOps
 from ._migrations import LATEST as SCHEMA_VERSION
 from ._migrations import migrate
+from ._outbox import OutboxOps
 from ._passwords import check_password, hash_password, hash_token
-from ._rows import Page, Scope, TaskRow
+from ._rows import Page, Scope, TaskRow, scrub
 from ._tasks import TaskOps
 
 __all__ = [
@@ -56,10 +58,11 @@ __all__ = [
     "hash_password",
     "hash_token",
     "open_store",
+    "scrub",
 ]
 
 
-class Tx(TaskOps, ListingOps, ActionOps, AccountOps):
+class Tx(TaskOps, ListingOps, ActionOps, AccountOps, OutboxOps):
     """Every store operation, bound to one open transaction."""
 
     def __init__(self, cur: Cursor) -> None:
