@@ -41,7 +41,7 @@ logger = logging.getLogger("taskreport")
 
 _TIME_FIELDS = ("start_time", "end_time")
 #: operations per batch request, and the bytes a request body stays under (the server's default limit is 1 MiB)
-BATCH_OPS = 500
+BATCH_OPS = 1000
 BATCH_BYTES = 768 * 1024
 #: concurrent connections for one-request-per-change delivery (a server without the batch operation)
 PARALLEL = 4
@@ -145,6 +145,7 @@ class HttpTransport:
         self.max_backoff = max_backoff
         #: whether the service has the batch operation and task references; None until a send tells
         self.refs: bool | None = None
+        self.max_ops = BATCH_OPS
         self._token = token
         self._local = threading.local()
         self._pool: Any = None

@@ -34,7 +34,7 @@ logger = logging.getLogger("taskreport")
 #: spooled changes of earlier processes sent per round, after this process's own
 BACKLOG_ROUND = 1000
 #: operations per send: settled one chunk at a time, so an exit finds only one chunk still on its way
-CHUNK = 500
+CHUNK = 1000
 Item = tuple[Entry, dict[str, Any], bool]
 
 
@@ -208,8 +208,9 @@ class Sender:
                 self._put_back(later)
                 return
             todo = later
-            for start in range(0, len(planned), CHUNK):
-                chunk = planned[start : start + CHUNK]
+            size = getattr(self.transport, "max_ops", CHUNK) or CHUNK
+            for start in range(0, len(planned), size):
+                chunk = planned[start : start + size]
                 self.policy.attempted()
                 try:
                     results = self.transport.send([p.op for p in chunk])
@@ -226,7 +227,7 @@ class Sender:
                 self._settled(chunk)
                 if not went_through:
                     # the service failed or asked us to wait: what is not sent yet waits for the next round
-                    self._put_back([(p.entry, p.fields, p.backlog) for p in planned[start + CHUNK :]] + later)
+                    self._put_back([(p.entry, p.fields, p.backlog) for p in planned[start + size :]] + later)
                     return
 
     def _settled(self, chunk: list[Planned]) -> None:

@@ -114,7 +114,7 @@ def test_a_large_backlog_never_starves_the_process_that_claims_it(sqlite_server:
     assert len(left) == len(set(left)) and len(old_delivered) == len(set(old_delivered))  # no copies
     # only what was on its way at the exit (one chunk at most) may be both delivered and kept: a replay of it
     # is harmless (a create by reference is made once)
-    assert len(set(left) & set(old_delivered)) <= 500
+    assert len(set(left) & set(old_delivered)) <= 1000
     assert not any(n.startswith("mine-") for n in left)
 
 

@@ -19,6 +19,7 @@ What a :class:`Tx` offers:
   ``update_action``, ``cancel_action``;
 - accounts (``_accounts``): organizations, projects, users, tokens, webhook secrets;
 - the outbox of action firings (``_outbox``): ``has_due_firings``, ``claim_firings``, ``record_attempt``;
+- progress in bulk (``_bulk``): ``update_values(scope, [(id, {"value": n}), ...])`` for many tasks at once;
 - ``savepoint()``: a block that, if it raises, is undone alone while the transaction goes on.
 
 ``fields`` are validated first (:mod:`taskreport._validation`); every operation raises
@@ -31,6 +32,7 @@ import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from . import _bulk
 from ._accounts import AccountOps, TokenInfo
 from ._actions import ActionOps
 from ._db import Cursor, Database, Row, dialect_for
@@ -41,6 +43,8 @@ from ._outbox import OutboxOps
 from ._passwords import check_password, hash_password, hash_token
 from ._rows import Page, Scope, TaskRow, scrub
 from ._tasks import TaskOps
+
+bulk_qualifies = _bulk.qualifies
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
@@ -54,6 +58,7 @@ __all__ = [
     "TaskRow",
     "TokenInfo",
     "Tx",
+    "bulk_qualifies",
     "check_password",
     "hash_password",
     "hash_token",
@@ -68,6 +73,10 @@ class Tx(TaskOps, ListingOps, ActionOps, AccountOps, OutboxOps):
     def __init__(self, cur: Cursor) -> None:
         self.cur = cur
         self._savepoints = itertools.count()
+
+    def update_values(self, scope: Scope, items: list[tuple[str, dict[str, object]]]) -> set[str]:
+        """Progress in bulk (see ``_bulk``): writes the items that qualify, returns their ids."""
+        return _bulk.update_values(self.cur, scope, items)
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
