@@ -386,6 +386,23 @@ def test_output_passes_through_live(embedded: Where, tmp_path: Path) -> None:
         proc.communicate()
 
 
+def test_stdin_is_the_commands(embedded: Where) -> None:
+    done = subprocess.run([TASKREPORT, "run", "stdin", "--", "sort"], input=b"b\na\n", env=embedded.env,
+                          capture_output=True, timeout=60, check=False)
+    assert (done.returncode, done.stdout) == (0, b"a\nb\n")
+
+
+def test_a_reader_that_goes_away_ends_the_command_as_it_would_bare(embedded: Where) -> None:
+    """``run ... -- yes | head -n 1``: when run's reader leaves, the command's next write fails as it would
+    have without run in between (SIGPIPE), and run says so with its exit status."""
+    script = f"{TASKREPORT} run yes -- yes | head -n 1; echo \"run: ${{PIPESTATUS[0]}}\"; " \
+             "yes | head -n 1; echo \"bare: ${PIPESTATUS[0]}\""
+    done = subprocess.run(["bash", "-c", script], env=embedded.env, capture_output=True, timeout=60, check=False)
+    assert done.stdout == b"y\nrun: 141\ny\nbare: 141\n", done.stderr
+    task = embedded.task("yes")
+    assert (task.data["exit_code"], task.data["signal"]) == (141, "SIGPIPE")
+
+
 def _peak_rss(argv: list[str], env: dict[str, str]) -> tuple[int, int]:
     """(exit status, peak RSS in KiB) of ``argv`` with its output thrown away: the OS's own accounting of the
     process (wait4), which covers the command run runs too (a far smaller process here)."""

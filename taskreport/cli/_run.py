@@ -16,6 +16,7 @@ import re
 import signal
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,8 @@ TAIL_MAX = 256 * 1024
 #: the option that sets each task field, for errors that name a field
 _FIELD_OPTIONS = {"name": "NAME", "tags": "--tag", "data": "--data", "value_max": "--value-max",
                   "external_id": "--external-id", "max_runtime": "--max-runtime", "parent": "--parent"}
+#: ``run`` ends its process once the command's end is reported (False: it returns, for running it in-process)
+ENDS_PROCESS = True
 #: signals that cut the wait for delivery short once the command has ended
 _HURRY = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
 
@@ -181,7 +184,21 @@ def run(
     if task is not None:
         reporter.end(outcome, timeout)
         _finish(settings, notes, flush_timeout)
+    if ENDS_PROCESS:
+        _end_process(outcome.exit_code)
     ctx.exit(outcome.exit_code)
+
+
+def _end_process(code: int) -> None:
+    """Exit now with ``code``: the command has ended and its task's end is with the service (or spooled).
+    Nothing left to do justifies the interpreter's teardown, nor closing the store (SQLite checkpoints its
+    write-ahead log when its last connection closes), and nothing in it can change the exit status."""
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 def _invalid(exc: ValidationError) -> click.BadParameter:
@@ -319,7 +336,9 @@ def _finish(settings: Settings, notes: Notes, flush_timeout: float) -> None:
                 break
             delivered = client.flush(min(0.1, remaining))
         told = list(records)  # what delivery said, before closing adds its own words on the spool
-        delivered = client.close(0) and delivered
+        if not (delivered and ENDS_PROCESS and _spool_is_empty(client.config.home / "spool")):
+            delivered = client.close(0) and delivered  # spools what is left, releases what it claimed
+        # else: everything is delivered and no spool file was claimed: the process ends without closing
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
@@ -334,6 +353,14 @@ def _finish(settings: Settings, notes: Notes, flush_timeout: float) -> None:
         notes.say(f"the task's end was not delivered: {why}; {kept}")
     elif said:
         notes.say(said[-1])  # delivered, but the service refused something (a parent, a field)
+
+
+def _spool_is_empty(directory: Path) -> bool:
+    """No spool file at all, so none claimed by this process either (a claim renames the file in place)."""
+    try:
+        return not any(True for _ in os.scandir(directory))
+    except FileNotFoundError:
+        return True
 
 
 def _retry_of(record: logging.LogRecord) -> TaskReportError | None:
