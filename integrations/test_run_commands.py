@@ -556,6 +556,47 @@ def test_the_service_down_changes_nothing_and_the_end_is_spooled(server: LiveSer
     assert where.task("offline-quiet").status.value == "success"
 
 
+def test_a_signal_cuts_the_wait_for_delivery_short(server: LiveServer, tmp_path: Path) -> None:
+    """Once the command has ended, SIGTERM (a shutdown, a supervisor giving up) ends the wait for an unreachable
+    service at once: the end is spooled and the exit status is still the command's."""
+    proxy = FaultProxy(server.url)
+    proxy.stop()
+    env = {**_base_env(tmp_path), "TASKREPORT_URL": proxy.url, "TASKREPORT_TOKEN": server.token}
+    code = "import os; print(os.getpid(), flush=True); raise SystemExit(6)"
+    proc = _start(Where(env), "--flush-timeout", "120", "cut-short", "--", *python(code))
+    try:
+        pid = int(_line(proc))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # until run has reaped the command: it now waits for the service
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.02)
+        time.sleep(0.3)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 6
+        assert time.monotonic() - started < 10
+        assert proc.stderr is not None and b"it is spooled" in proc.stderr.read()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        proc.communicate()
+        proxy.close()
+    assert any((tmp_path / "home" / "spool").iterdir())
+
+
+def test_parent_option(embedded: Where) -> None:
+    embedded.init()
+    deploy = taskreport.Task.create("deploy")
+    assert taskreport.flush(10)
+    deploy_id = deploy.wait_id(10)
+    taskreport.shutdown(1)
+    assert run(embedded, "--parent", str(deploy_id), "migrate", "--", "true").returncode == 0
+    assert embedded.task("migrate").parent == deploy_id
+
+
 def test_reporting_off_or_misconfigured_still_runs_the_command(embedded: Where, tmp_path: Path) -> None:
     off = {**embedded.env, "TASKREPORT_DISABLED": "1"}
     done = subprocess.run([TASKREPORT, "run", "off", "--", "sh", "-c", "echo ran; exit 4"], env=off,
@@ -569,4 +610,11 @@ def test_reporting_off_or_misconfigured_still_runs_the_command(embedded: Where, 
         "taskreport: not reporting: url 'localhost:8000' has no scheme: did you mean 'http://localhost:8000'? "
         "(from TASKREPORT_URL)"
     ]
+    broken = tmp_path / "broken.toml"
+    broken.write_text("url = [unclosed\n")
+    done = subprocess.run([TASKREPORT, "run", "broken", "--", "sh", "-c", "exit 7"], capture_output=True,
+                          env={**embedded.env, "TASKREPORT_CONFIG": str(broken)}, timeout=60, check=False)
+    assert done.returncode == 7
+    lines = done.stderr.decode().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"taskreport: not reporting: cannot read config file {broken}")
     assert embedded.tasks() == []

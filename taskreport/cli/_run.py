@@ -116,7 +116,8 @@ class Notes:
 @click.option("--value-max", type=WholeNumber(min=1), help="The value that means done (progress read from the "
               "output is scaled onto it).")
 @click.option("--external-id", metavar="TEXT", help="Your own id for the task.")
-@click.option("--parent", metavar="ID", help="The task this one is part of [default: $TASKREPORT_PARENT].")
+@click.option("--parent", metavar="ID", help="The task this one is part of [default: the one $TASKREPORT_PARENT "
+              "names, if set].")
 @click.option("--tail", type=WholeNumber(min=0, max=TAIL_MAX), default=TAIL_DEFAULT, show_default=True,
               metavar="BYTES", help="Bytes of the output's end kept in the task's data (0: none).")
 @click.option("--progress-regex", callback=_regex, metavar="REGEX",
