@@ -386,6 +386,24 @@ def test_output_passes_through_live(embedded: Where, tmp_path: Path) -> None:
         proc.communicate()
 
 
+def test_inherited_descriptors_reach_the_command_and_none_of_runs_own(where: Where, tmp_path: Path) -> None:
+    """A ``3>file`` (or a make jobserver, a socket from systemd) reaches the command as it would without run,
+    and nothing run opened itself (its pipes, the store, the service's connection) leaks into the command."""
+    listing = "import os; print(sorted(int(fd) for fd in os.listdir('/proc/self/fd')))"
+    script = (
+        f"exec 3>{tmp_path}/three\n"
+        f"{TASKREPORT} run fds -- sh -c 'echo via three >&3'\n"
+        f"{PY} -c \"{listing}\"\n"
+        f"{TASKREPORT} run --heartbeat 1 fds -- {PY} -c \"{listing}\"\n"
+    )
+    done = subprocess.run(["bash", "-c", script], env=where.env, capture_output=True, timeout=60, check=False,
+                          close_fds=True)
+    assert done.returncode == 0, done.stderr
+    bare, under_run = done.stdout.decode().splitlines()
+    assert bare == under_run and 3 in json.loads(bare)
+    assert (tmp_path / "three").read_text() == "via three\n"
+
+
 def test_stdin_is_the_commands(embedded: Where) -> None:
     done = subprocess.run([TASKREPORT, "run", "stdin", "--", "sort"], input=b"b\na\n", env=embedded.env,
                           capture_output=True, timeout=60, check=False)
@@ -511,6 +529,27 @@ def test_timeout_kills_a_command_that_ignores_sigterm(embedded: Where) -> None:
     task = embedded.task("stubborn")
     assert task.data["reason"] == "ran past --timeout 0.5 s: sent SIGTERM, then SIGKILL"
     assert task.data["signal"] == "SIGKILL"
+
+
+def test_timeout_holds_while_the_reader_of_the_output_is_stuck(embedded: Where) -> None:
+    """run is blocked writing to a reader that stopped reading: the command is stopped on time all the same."""
+    code = "import os, sys\nprint(os.getpid(), flush=True)\nwhile True: sys.stdout.write('x' * 65536)\n"
+    proc = _start(embedded, "--timeout", "1", "stuck", "--", *python(code))
+    try:
+        pid = int(_line(proc))
+        time.sleep(4)  # read nothing meanwhile: the pipes fill up and run waits in a write
+        with open(f"/proc/{pid}/stat") as stat:
+            state = stat.read().rsplit(")", 1)[1].split()[0]
+        assert state == "Z", state  # ended (SIGTERM), waiting to be reaped by run once it can go on
+        assert proc.stdout is not None
+        while proc.stdout.read(1 << 20):
+            pass
+        assert proc.wait(30) == 128 + signal.SIGTERM
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        proc.communicate()
+    assert embedded.task("stuck").data["timed_out"] is True
 
 
 def test_a_command_that_ends_in_time_with_timeout_set(embedded: Where) -> None:

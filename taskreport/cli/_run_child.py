@@ -1,10 +1,12 @@
 """Running ``taskreport run``'s command: no shell in between, output passed through live, signals forwarded,
 a time limit enforced, and the exit status told as a shell tells it.
 
-One thread does it all: a selector waits on the command's stdout and stderr pipes and on a wake-up pipe that
-every signal writes to (``signal.set_wakeup_fd``), SIGCHLD included, so the loop learns at once that the
-command exited, whatever thread the kernel delivered the signal to. Each chunk read is written out whole
-before the next read, so the command's output is never held back, and memory is bounded by one chunk.
+The main thread passes the output on: a selector waits on the command's stdout and stderr pipes and on a
+wake-up pipe that every signal writes to (``signal.set_wakeup_fd``), SIGCHLD included, so the loop learns at
+once that the command exited, whatever thread the kernel delivered the signal to. Each chunk read is written
+out whole before the next read, so the command's output is never held back, and memory is bounded by one
+chunk. With ``--timeout``, a second thread keeps the time, so that the limit holds even while a write is
+stuck on a reader that stopped reading.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import os
 import selectors
 import signal
 import subprocess
-import time
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
 from typing import Any
@@ -33,6 +35,8 @@ _KEYBOARD = frozenset(getattr(signal, name) for name in ("SIGINT", "SIGQUIT") if
 CHUNK = 256 * 1024
 #: the pipes' size: a command that prints fast writes more between two of our reads
 PIPE_SIZE = 1024 * 1024
+#: full reads taken one after the other before the loop looks whether the command has exited
+_READS_IN_A_ROW = 16
 #: longest sleep of the loop: a safety net under the wake-up pipe, never needed in practice
 _LONGEST_WAIT = 1.0
 _DEAD = frozenset({errno.EPIPE, errno.EBADF, errno.EINVAL})
@@ -145,7 +149,9 @@ class Child:
     def _start(self) -> bool:
         pipe = subprocess.PIPE if self.capture else None
         try:
-            self.proc = subprocess.Popen(self.argv, env=self.env, stdout=pipe, stderr=pipe)
+            # close_fds=False: descriptors run inherited (a `3>file`, a make jobserver, a socket from systemd)
+            # reach the command as they would without run; run's own are opened non-inheritable (PEP 446)
+            self.proc = subprocess.Popen(self.argv, env=self.env, stdout=pipe, stderr=pipe, close_fds=False)
         except OSError as exc:
             self.outcome.not_started = _why_not_started(self.argv[0], exc)
             # what a shell exits with: 127 not found, 126 found but not executable
@@ -168,26 +174,25 @@ class Child:
                         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
                 selector.register(fd, selectors.EVENT_READ, stream)
                 pipes[stream] = fd
-        timeout_at = time.monotonic() + self.timeout if self.timeout is not None else None
-        kill_at: float | None = None
+        ended = threading.Event()
+        watch = None
+        if self.timeout is not None:
+            # on a thread of its own: a time limit must hold even while our output is stuck (a reader that
+            # stopped reading blocks us in a write, as it would block the command without us)
+            watch = threading.Thread(target=self._watch_time, args=(proc, ended), name="taskreport-run-timeout",
+                                     daemon=True)
+            watch.start()
         try:
             while proc.poll() is None:
-                now = time.monotonic()
-                if timeout_at is not None and now >= timeout_at:
-                    timeout_at, kill_at = None, now + self.kill_after
-                    self._time_is_up(proc, signal.SIGTERM)
-                if kill_at is not None and now >= kill_at:
-                    kill_at = None
-                    self._time_is_up(proc, signal.SIGKILL)
-                deadline = min((t for t in (timeout_at, kill_at) if t is not None), default=now + _LONGEST_WAIT)
-                wait = max(0.0, min(deadline - now, _LONGEST_WAIT))
-                for key, _ in selector.select(wait):
+                for key, _ in selector.select(_LONGEST_WAIT):
                     if key.data == 0:
                         _drain(wake_r)
                         continue
                     fd = pipes[key.data]
                     more = self._pass_on(key.data, fd)
-                    while more is True:  # a full read: there is likely more waiting
+                    for _ in range(_READS_IN_A_ROW):  # a full read: more is likely waiting (within reason:
+                        if more is not True:  # the loop must get back to seeing the command exit)
+                            break
                         more = self._pass_on(key.data, fd)
                     if more is None:
                         selector.unregister(pipes.pop(key.data))
@@ -197,6 +202,9 @@ class Child:
                 while self._pass_on(stream, fd) is True:  # a short read emptied it
                     pass
         finally:
+            ended.set()
+            if watch is not None:
+                watch.join()
             selector.close()
             for pipe in (proc.stdout, proc.stderr):
                 if pipe is not None:
@@ -230,17 +238,27 @@ class Child:
         if pipe is not None:
             pipe.close()  # our reader of it goes: the command's next write fails as it would have
 
-    def _time_is_up(self, proc: subprocess.Popen[bytes], signum: int) -> None:
+    def _watch_time(self, proc: subprocess.Popen[bytes], ended: threading.Event) -> None:
+        """SIGTERM at --timeout, SIGKILL --kill-after later, unless the command ended first."""
+        assert self.timeout is not None
+        if ended.wait(self.timeout) or not self._time_is_up(proc, signal.SIGTERM):
+            return
+        if self.on_note is not None:
+            self.on_note(f"the command ran past --timeout {self.timeout:g} s: sent SIGTERM")
+        if ended.wait(self.kill_after) or not self._time_is_up(proc, signal.SIGKILL):
+            return
+        if self.on_note is not None:
+            self.on_note(f"the command did not end within {self.kill_after:g} s of SIGTERM: sent SIGKILL")
+
+    def _time_is_up(self, proc: subprocess.Popen[bytes], signum: int) -> bool:
+        """Send ``signum`` for the time limit; False if the command had ended already."""
+        if proc.poll() is not None:
+            return False
         self.outcome.timed_out = True
-        name = signal_name(signum)
-        self.outcome.sent.append(name)
+        self.outcome.sent.append(signal_name(signum))
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signum)
-        if self.on_note is not None:
-            if signum == signal.SIGKILL:
-                self.on_note(f"the command did not end within {self.kill_after:g} s of SIGTERM: sent SIGKILL")
-            else:
-                self.on_note(f"the command ran past --timeout {self.timeout:g} s: sent {name}")
+        return True
 
 
 def _drain(fd: int) -> None:
