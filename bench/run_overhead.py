@@ -4,8 +4,10 @@ for comparison.
 Run: ``python bench/run_overhead.py [ROUNDS]`` (default 20; ``--no-taskbadger`` skips installing it). Each
 round runs every command once, in turn, as a new process (so that a machine that slows down slows all of them
 alike), after two warm-up rounds. Printed per command: the median and best wall time, and the median over the
-rounds of what it adds to ``true`` run in the same round; for ``taskreport run`` over HTTP, the median ratio
-to taskbadger's ``run`` in the same round. Target: ``taskreport run x -- true`` adds at most 120 ms.
+rounds of what it adds to ``true`` run in the same round, the median CPU time (user + system, from the
+operating system's accounting of the finished process: less swayed by a busy machine than wall time); for
+``taskreport run`` over HTTP, the median ratio to taskbadger's ``run`` in the same round. Target:
+``taskreport run x -- true`` adds at most 120 ms.
 
 - ``taskreport run`` on the embedded store (the default with no URL) and over HTTP to a real ``taskreport``
   server on loopback (SQLite); each run's task is checked to be there, ended, at the end.
@@ -51,16 +53,22 @@ def install_taskbadger(where: Path) -> tuple[str | None, str]:
     return str(venv / "bin" / "taskbadger"), f"{' '.join(TASKBADGER_PINS)} in a temporary venv"
 
 
-def once(argv: list[str], env: dict[str, str]) -> float:
+def once(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds: user and system time of the process and what it waited for)."""
     start = time.perf_counter()
-    done = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False,
-                          stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL)
+    assert proc.stderr is not None
+    stderr = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - start
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.decode()[-2000:]}")
-    if done.stderr and "taskreport" in argv[0]:
-        raise SystemExit(f"{' '.join(argv)} said: {done.stderr.decode()}")
-    return elapsed
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc.stderr.close()
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}): {stderr.decode()[-2000:]}")
+    if stderr and "taskreport" in argv[0]:
+        raise SystemExit(f"{' '.join(argv)} said: {stderr.decode()}")
+    return elapsed, usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -87,17 +95,19 @@ def main() -> None:
     if taskbadger is not None:
         commands["taskbadger run (http)"] = ([taskbadger, "run", "badger", "--", true], badger)
     times: dict[str, list[float]] = {name: [] for name in commands}
+    cpu: dict[str, list[float]] = {name: [] for name in commands}
     try:
         for round_ in range(WARMUP + ROUNDS):
             for name, (argv, env) in commands.items():
-                elapsed = once(argv, env)
+                elapsed, used = once(argv, env)
                 if round_ >= WARMUP:
                     times[name].append(elapsed)
+                    cpu[name].append(used)
         requests = counting.count
         checked = check(url, token, work, WARMUP + ROUNDS, taskbadger is not None)
     finally:
         stop()
-    report(times, taskbadger_note, requests, checked)
+    report(times, cpu, taskbadger_note, requests, checked)
     shutil.rmtree(work, ignore_errors=True)
 
 
@@ -120,10 +130,12 @@ def check(url: str, token: str, work: Path, runs: int, badger: bool) -> str:
     return ", ".join(counts)
 
 
-def report(times: dict[str, list[float]], taskbadger_note: str, requests: int, checked: str) -> None:
+def report(times: dict[str, list[float]], cpu: dict[str, list[float]], taskbadger_note: str, requests: int,
+           checked: str) -> None:
     bare = times["true"]
-    print(f"{ROUNDS} rounds after {WARMUP} warm-up rounds; wall time of a whole process (ms)")
-    print(f"{'command':28} {'median':>8} {'best':>8} {'added':>8}  target / comparison")
+    print(f"{ROUNDS} rounds after {WARMUP} warm-up rounds; a whole process each (ms): wall time, and CPU time "
+          "(user + system)")
+    print(f"{'command':28} {'median':>8} {'best':>8} {'added':>8} {'cpu':>8}  target / comparison")
     badger = times.get("taskbadger run (http)")
     for name, runs in times.items():
         added = statistics.median(r - b for r, b in zip(runs, bare, strict=True))
@@ -133,12 +145,14 @@ def report(times: dict[str, list[float]], taskbadger_note: str, requests: int, c
             if badger is not None and name.endswith("(http)"):
                 ratio = statistics.median(r / b for r, b in zip(runs, badger, strict=True))
                 note += f"; {ratio:.2f}x taskbadger's run"
-        print(f"{name:28} {statistics.median(runs) * 1000:8.1f} {min(runs) * 1000:8.1f} {added * 1000:8.1f}  {note}")
+        print(f"{name:28} {statistics.median(runs) * 1000:8.1f} {min(runs) * 1000:8.1f} {added * 1000:8.1f} "
+              f"{statistics.median(cpu[name]) * 1000:8.1f}  {note}")
     if badger is None:
         print(f"taskbadger run: {taskbadger_note}")
     else:
         print(f"taskbadger: {taskbadger_note}")
     print(f"server requests: {requests}; ended tasks checked: {checked}")
+    print("'added': median over the rounds of (the command's wall time - true's in the same round)")
 
 
 if __name__ == "__main__":
