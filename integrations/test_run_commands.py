@@ -190,7 +190,7 @@ def test_nested_runs(where: Where) -> None:
 
 
 # -- exit status -----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("code", [0, 1, 3, 255])
+@pytest.mark.parametrize("code", [0, 3, 255])
 def test_the_exit_status_is_the_commands(embedded: Where, code: int) -> None:
     done = run(embedded, f"exit-{code}", "--", "sh", "-c", f"exit {code}")
     assert done.returncode == code
@@ -537,7 +537,7 @@ def test_timeout_holds_while_the_reader_of_the_output_is_stuck(embedded: Where) 
     proc = _start(embedded, "--timeout", "1", "stuck", "--", *python(code))
     try:
         pid = int(_line(proc))
-        time.sleep(4)  # read nothing meanwhile: the pipes fill up and run waits in a write
+        time.sleep(2.5)  # read nothing meanwhile: the pipes fill up and run waits in a write
         with open(f"/proc/{pid}/stat") as stat:
             state = stat.read().rsplit(")", 1)[1].split()[0]
         assert state == "Z", state  # ended (SIGTERM), waiting to be reaped by run once it can go on
