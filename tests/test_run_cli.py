@@ -37,6 +37,7 @@ def runner() -> CliRunner:
         (["run", "--progress-regex", r"\d+", "job", "--", "true"], "it has no group"),
         (["run", "x" * 256, "--", "true"], "Invalid value for 'NAME': must have at most 255 characters"),
         (["run", "--tag", "k=" + "v" * 300, "job", "--", "true"], "Invalid value for '--tag'"),
+        (["run", "--parent", "", "job", "--", "true"], "Invalid value for '--parent'"),
         (["run", "--nope", "job", "--", "true"], "--nope"),
     ],
 )

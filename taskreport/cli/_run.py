@@ -168,7 +168,7 @@ def run(
     if data:
         fields["data"] = data_pairs(data)
     try:
-        validate_task({"name": name, **fields}, partial=False)
+        validate_task({"name": name, **fields, **({"parent": parent} if parent is not None else {})}, partial=False)
     except ValidationError as exc:
         raise _invalid(exc) from None
     argv = ["/bin/sh", "-c", " ".join(command)] if shell else list(command)
