@@ -1,9 +1,10 @@
 """The sending loop: one daemon thread per client that takes what is pending and delivers it in rounds.
 
-A round takes the whole pending map (one swap), plans it into operations, sends them through the
-transport (batched where the service allows) and settles each answer: ids are learned, failures go back
-under newer changes, refusals are logged and dropped, and the retry policy decides when the next round may
-go. Waiting (for the interval, a backoff, a flush) always sleeps on an event or a condition.
+A round takes the whole pending map (one swap), this process's changes first and then a batch of the
+spool's backlog, and hands each to :class:`~taskreport._rounds.Rounds` to plan, send and settle. This module
+is the thread (when it wakes: the interval, an end, a full map, a heartbeat, a waiter), the waiting (flush,
+wait_id: always sleeping on an event or a condition) and the ending (close with a deadline and the spool,
+hand-over to a successor, fork).
 """
 
 from __future__ import annotations
@@ -21,21 +22,19 @@ from typing import Any
 
 from . import _internal, _spool
 from ._backlog import Backlog
-from ._errors import NotFound, TaskReportError, TransportError
-from ._pending import BATCH_WAKE, Entry, Pending, merge_fields
-from ._plan import Planned, Planner
+from ._errors import TaskReportError
+from ._pending import BATCH_WAKE, Entry, Pending
+from ._plan import Planner
 from ._ratelog import RateLimitedLog
-from ._retry import RetryPolicy, Verdict, judge
+from ._retry import RetryPolicy
+from ._rounds import Item, Rounds
 from ._status import TERMINAL
-from ._transport import BatchUnsupported, Row, Transport
+from ._transport import Transport
 
 logger = logging.getLogger("taskreport")
 
 #: spooled changes of earlier processes sent per round, after this process's own
 BACKLOG_ROUND = 1000
-#: operations per send: settled one chunk at a time, so an exit finds only one chunk still on its way
-CHUNK = 1000
-Item = tuple[Entry, dict[str, Any], bool]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,11 +55,12 @@ class Settings:
 _live: weakref.WeakSet[Sender] = weakref.WeakSet()
 
 
-class Sender:
+class Sender(Rounds):
     def __init__(self, pending: Pending, transport: Transport, settings: Settings) -> None:
         self.pending = pending
         self.transport = transport
         self.settings = settings
+        self.strict = settings.strict
         self.policy = RetryPolicy(settings.interval)
         self.log = RateLimitedLog()
         self.planner = Planner(self.log)
@@ -198,136 +198,6 @@ class Sender:
         finally:
             with self.inflight_lock:
                 self.inflight = []
-
-    def _deliver(self, items: list[Item]) -> None:
-        todo = items
-        while todo:
-            refs = self.transport.refs is not False
-            planned, later = self.planner.plan(todo, refs)
-            if not planned:
-                self._put_back(later)
-                return
-            todo = later
-            size = getattr(self.transport, "max_ops", CHUNK) or CHUNK
-            for start in range(0, len(planned), size):
-                chunk = planned[start : start + size]
-                self.policy.attempted()
-                try:
-                    results = self.transport.send([p.op for p in chunk])
-                except BatchUnsupported:
-                    # the transport now knows: plan what is not sent yet again, by id (a create and the update
-                    # that followed it become one item again, so the task is not created twice)
-                    todo = _regroup([(p.entry, p.fields, p.backlog) for p in planned[start:]]) + later
-                    break
-                except TaskReportError as exc:
-                    results = [exc] * len(chunk)
-                except Exception as exc:  # a transport bug: keep the data, report it, retry later
-                    _internal.report("sending failed", exc)
-                    results = [TransportError(f"{type(exc).__name__}: {exc}")] * len(chunk)
-                went_through = self._settle(chunk, results)
-                self._settled(chunk)
-                if not went_through:
-                    # the service failed or asked us to wait: what is not sent yet waits for the next round
-                    self._put_back([(p.entry, p.fields, p.backlog) for p in planned[start + size :]] + later)
-                    return
-
-    def _settled(self, chunk: list[Planned]) -> None:
-        """Answered: no longer in flight (an exit spools only what is still on its way)."""
-        done = {p.entry for p in chunk}
-        with self.inflight_lock:
-            self.inflight = [item for item in self.inflight if item[0] not in done]
-
-    def _settle(self, planned: list[Planned], results: list[Row | TaskReportError]) -> bool:
-        """Apply each answer; True if the round went through (the next round may follow at once)."""
-        now = time.monotonic()
-        again: list[Item] = []
-        any_ok = retry = paused = False
-        for p, result in zip(planned, results, strict=True):
-            entry = p.entry
-            if isinstance(result, TaskReportError):
-                if result.status_code:
-                    self.requests += 1
-                verdict = judge(result)
-                if verdict is Verdict.RETRY:
-                    retry = True
-                    self.retries += 1
-                    if self.policy.asks_pause(result):
-                        self.policy.pause(result)
-                        paused = True
-                    # a create goes again from the entry's frozen fields; an update from its own
-                    again.append((entry, p.fields if p.op.kind == "update" else {}, p.backlog))
-                    self.log.log(logging.WARNING, f"retry:{type(result).__name__}",
-                                 "taskreport: delivery failed (%s); will retry", result)
-                elif verdict is Verdict.STOP:
-                    self._stop_reporting(result)
-                else:
-                    self._refused(p, result, again)
-                continue
-            any_ok = True
-            self.requests += 1
-            task_id = result.get("id") if isinstance(result, dict) else None
-            if task_id is not None:
-                entry.id = str(task_id)
-            if p.op.kind == "create":
-                entry.acked = True
-                entry.birth = None
-            entry.last_sent = now
-        self._put_back(again)
-        if any_ok:
-            self.policy.round_succeeded()
-        elif retry and not paused:
-            self.policy.round_failed()
-        return not retry
-
-    def _refused(self, p: Planned, exc: TaskReportError, again: list[Item]) -> None:
-        """The service refused one operation and always will. A bad parent or a bad field never loses the
-        rest of the task: it is sent again without them."""
-        entry, op = p.entry, p.op
-        attr = (exc.attr or "").removeprefix("fields.").split(".")[0]
-        if self.settings.strict and self.delivery_error is None:
-            self.delivery_error = exc
-        self.failed += 1
-        if op.kind == "create" and attr in ("parent", "parent_ref") and (entry.parent or entry.parent_id):
-            self.log.log(logging.WARNING, "badparent",
-                         "taskreport: the service refused the parent of task %s (%s); it is recorded without one",
-                         entry.ref, exc)
-            entry.parent, entry.parent_id = None, None
-            again.append((entry, {}, p.backlog))
-            return
-        if attr and attr != "name" and attr in op.fields:
-            self.log.log(logging.ERROR, f"drop:{attr}",
-                         "taskreport: the service refused field %r of task %s; the rest is sent without it: %s",
-                         attr, entry.ref, exc)
-            if op.kind == "create" and entry.birth is not None:
-                entry.birth = {k: v for k, v in entry.birth.items() if k != attr}
-                again.append((entry, {}, p.backlog))
-            else:
-                rest = {k: v for k, v in p.fields.items() if k != attr}
-                if rest:
-                    again.append((entry, rest, p.backlog))
-            return
-        if op.kind == "create" or isinstance(exc, NotFound):
-            entry.failed = True
-        self.log.log(logging.ERROR, f"drop:{exc.status_code}",
-                     "taskreport: the service rejected a change of task %s and it was dropped: %s", entry.ref, exc)
-
-    def _stop_reporting(self, exc: TaskReportError) -> None:
-        if not self.disabled:
-            self.log.log(logging.ERROR, "unauthorized",
-                         "taskreport: the service refused the API token (%s); reporting is off for this process",
-                         exc.detail)
-        self.disabled = True
-        self.failed += 1
-        if self.settings.strict and self.delivery_error is None:
-            self.delivery_error = exc
-
-    def _put_back(self, items: list[Item]) -> None:
-        own = [(e, f) for e, f, backlog in items if not backlog]
-        if own:
-            self.pending.latest().put_back(own)
-        spooled = [(e, f) for e, f, backlog in items if backlog]
-        if spooled and self.backlog is not None:
-            self.backlog.put_back(spooled)
 
     def _queue_heartbeats(self) -> None:
         beats = self.pending.due_heartbeats()
@@ -546,17 +416,6 @@ class Sender:
             "spooled": self.spooled,
             "pending": self.pending.count(),
         }
-
-
-def _regroup(items: list[Item]) -> list[Item]:
-    """One item per entry, its fields merged in order."""
-    merged: dict[Entry, Item] = {}
-    for entry, fields, backlog in items:
-        if entry in merged:
-            _, older, _ = merged[entry]
-            fields = merge_fields(older, fields)
-        merged[entry] = (entry, fields, backlog)
-    return list(merged.values())
 
 
 def after_fork_child() -> None:
