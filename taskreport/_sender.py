@@ -9,19 +9,17 @@ hand-over to a successor, fork).
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import logging
 import os
 import random
 import threading
 import time
 import weakref
-from pathlib import Path
-from typing import Any
 
-from . import _internal, _spool
+from . import _internal
 from ._backlog import Backlog
+from ._delivery import Settings
+from ._ending import Ending
 from ._errors import TaskReportError
 from ._pending import BATCH_WAKE, Entry, Pending
 from ._plan import Planner
@@ -37,25 +35,10 @@ logger = logging.getLogger("taskreport")
 BACKLOG_ROUND = 1000
 
 
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    """What delivery needs to know, taken from the configuration by the client."""
-
-    interval: float = 1.0
-    strict: bool = False
-    request_timeout: float = 10.0
-    #: where undeliverable changes are spooled at exit; None: not spooled (and the loss is logged)
-    spool_dir: Path | None = None
-    #: names where tasks go, so that a spool is only delivered to the place it was meant for
-    target: str = ""
-    #: False: no thread; changes are delivered only when someone flushes (tests' in-memory recorders)
-    threaded: bool = True
-
-
 _live: weakref.WeakSet[Sender] = weakref.WeakSet()
 
 
-class Sender(Rounds):
+class Sender(Rounds, Ending):
     def __init__(self, pending: Pending, transport: Transport, settings: Settings) -> None:
         self.pending = pending
         self.transport = transport
@@ -287,99 +270,6 @@ class Sender(Rounds):
             self.waiters -= 1
         return entry.id
 
-    # -- the end --------------------------------------------------------------------------------------
-    def _stop(self, wait: float) -> list[Item]:
-        """Stop the thread, letting a round in flight finish for at most ``wait`` seconds. Returns what a
-        round that is still hanging carries (it may yet arrive: a replay is harmless)."""
-        self._stop_requested.set()
-        self.event.set()
-        finished = self.cycle_lock.acquire(timeout=max(0.0, wait))
-        try:
-            with self.inflight_lock:
-                hanging = [] if finished else list(self.inflight)
-        finally:
-            if finished:
-                self.cycle_lock.release()
-        thread = self.thread
-        if thread is not None and thread is not threading.current_thread() and self.pid == os.getpid():
-            thread.join(timeout=0.5 if finished else 0.0)
-        return hanging
-
-    def close(self, timeout: float) -> bool:
-        """Flush with a deadline, spool whatever is left, stop. True if everything was delivered."""
-        if self.closed:
-            return True
-        deadline = time.monotonic() + max(0.0, timeout)
-        failure: BaseException | None = None
-        try:
-            delivered = self.flush(timeout) if not self.disabled else False
-        except TaskReportError as exc:  # strict mode re-raises a delivery error: after closing, not instead
-            failure, delivered = exc, False
-        hanging = self._stop(min(1.0, max(0.0, deadline - time.monotonic())))
-        with self.pending.lock:
-            self.closed = self.pending.closed = True
-            self.pending.on_orphan_end = self._spool_late_end
-        left = [(e, f) for e, f, backlog in hanging if not backlog] + list(self.pending.take().items())
-        backlog, files = self.backlog.drain() if self.backlog is not None else ([], [])
-        backlog += [(e, f) for e, f, b in hanging if b]
-        if left and not self.disabled:
-            delivered = False
-        self._spool(left if not self.disabled else [], backlog, files)
-        try:
-            self.transport.close()
-        except Exception as exc:  # closing must not fail an exit
-            _internal.report("closing the transport failed", exc)
-        if failure is not None:
-            raise failure
-        return delivered
-
-    def hand_over(self, successor: Sender, wait: float) -> None:
-        """Stop, moving what is pending and every handle's later changes to ``successor`` (``init()``
-        again). Spooled changes claimed here go back to the spool for the successor to claim."""
-        hanging = self._stop(wait)
-        self.closed = True
-        self.pending.hand_over(successor.pending)
-        successor.pending.put_back([(e, f) for e, f, backlog in hanging if not backlog])
-        backlog, files = self.backlog.drain() if self.backlog is not None else ([], [])
-        backlog += [(e, f) for e, f, b in hanging if b]
-        if successor.backlog is not None and successor.settings.target == self.settings.target:
-            successor.backlog.adopt(backlog, files)  # the claim stays this process's: no copy on disk
-        else:
-            self._spool([], backlog, files)
-        try:
-            self.transport.close()
-        except Exception as exc:
-            _internal.report("closing the transport failed", exc)
-
-    def _spool(self, own: list[tuple[Entry, dict[str, Any]]], backlog: list[tuple[Entry, dict[str, Any]]],
-               claimed: list[Path]) -> None:
-        items = own + backlog
-        directory = self.settings.spool_dir
-        if items and directory is None:
-            logger.warning("taskreport: %d task change(s) not delivered before exit were dropped (spool is off)",
-                           len(own))
-            return
-        if items and directory is not None:
-            try:
-                path = _spool.write(directory, self.settings.target, [_spool.record_of(e, f) for e, f in items])
-            except OSError as exc:
-                logger.error("taskreport: %d task change(s) could not be delivered nor spooled: %s", len(own), exc)
-                return  # the claimed files stay: their next owner delivers them
-            self.spooled += len(own)
-            if own:
-                logger.warning("taskreport: %d task(s) not delivered before exit; spooled to %s", len(own), path)
-        for path in claimed:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-
-    def _spool_late_end(self, entry: Entry, fields: dict[str, Any]) -> None:
-        """A task of this closed client ended: with nobody left to send it, the end goes to the spool."""
-        with self.pending.lock:
-            changes = self.pending.changes.pop(entry, None)
-        if changes is None:
-            return
-        self._spool([(entry, {**fields, **changes})], [], [])
-
     def after_fork_child(self) -> None:
         self._reset()
         # the child's own counts: what the parent sent is the parent's
@@ -388,23 +278,6 @@ class Sender(Rounds):
         self.log = RateLimitedLog(self.log.interval)
         self.planner.log = self.log
         self.transport.after_fork()
-
-    def deliver_backlog(self, timeout: float) -> tuple[int, bool]:
-        """Claim the spool and deliver it from this thread (``taskreport flush-spool``): (records claimed,
-        everything delivered)."""
-        if self.backlog is None:
-            return 0, True
-        count = self.backlog.claim()
-        deadline = time.monotonic() + max(0.0, timeout)
-        while len(self.backlog) and not self.disabled and time.monotonic() < deadline:
-            if self.policy.paused_until > deadline:
-                break
-            self.waiters += 1
-            try:
-                self._wait_round(deadline)
-            finally:
-                self.waiters -= 1
-        return count, not len(self.backlog) and not self.disabled
 
     def stats(self) -> dict[str, int]:
         return {
