@@ -223,6 +223,9 @@ def _set_fields(record: logging.LogRecord, task: Task | None) -> None:
 def _call_handlers(self: logging.Logger, record: logging.LogRecord) -> None:
     integration = enabled()
     if integration is None:
+        # not enabled for this client, or reporting is off: a format naming the fields must still work
+        if "taskreport_task" not in record.__dict__:
+            record.taskreport_task = record.taskreport_task_id = ""
         return _original(self, record)  # type: ignore[no-any-return]
     task = _current.get()
     if integration.fields and "taskreport_task" not in record.__dict__:
