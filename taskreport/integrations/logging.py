@@ -33,7 +33,7 @@ from .. import _client
 from .._context import current as _current
 from .._errors import ValidationError
 from .._integration import Integration
-from .._task import Task, exception_data
+from .._task import DisabledTask, Task, exception_data
 from . import _tails
 
 __all__ = ["LoggingIntegration", "TaskFilter", "structlog_processor"]
@@ -212,7 +212,7 @@ def enabled() -> LoggingIntegration | None:
 
 
 def _set_fields(record: logging.LogRecord, task: Task | None) -> None:
-    if task is None:
+    if task is None or type(task) is DisabledTask:
         record.taskreport_task = record.taskreport_task_id = ""
     else:
         entry = task.entry
@@ -225,9 +225,11 @@ def _call_handlers(self: logging.Logger, record: logging.LogRecord) -> None:
     if integration is None:
         # not enabled for this client, or reporting is off: a format naming the fields must still work
         if "taskreport_task" not in record.__dict__:
-            record.taskreport_task = record.taskreport_task_id = ""
+            _set_fields(record, _current.get())
         return _original(self, record)  # type: ignore[no-any-return]
     task = _current.get()
+    if task is not None and type(task) is DisabledTask:
+        task = None  # a task that is not reported (before_create said no): nothing to keep, nothing to name
     if integration.fields and "taskreport_task" not in record.__dict__:
         if task is None:
             record.taskreport_task = record.taskreport_task_id = ""
@@ -270,7 +272,7 @@ def structlog_processor(logger: Any, method_name: str, event_dict: MutableMappin
     ``structlog.stdlib.LoggerFactory``), the event is kept when it reaches ``logging`` instead, once.
     """
     task = _current.get()
-    if task is None:
+    if task is None or type(task) is DisabledTask:
         return event_dict
     event_dict.setdefault("taskreport_task", task.ref)
     task_id = task.id
