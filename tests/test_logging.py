@@ -54,11 +54,10 @@ def test_records_logged_while_a_task_is_current_land_on_it(tasks: TaskRecorder, 
 
 
 def test_the_tail_keeps_the_latest_records_at_or_above_the_level(log: logging.Logger) -> None:
-    with capture_tasks(integrations=[LoggingIntegration(tail=3, level="WARNING")]) as tasks:
-        with taskreport.task("job"):
-            for i in range(10):
-                log.warning("warning %d", i)
-                log.info("info %d", i)
+    with capture_tasks(integrations=[LoggingIntegration(tail=3, level="WARNING")]) as tasks, taskreport.task("job"):
+        for i in range(10):
+            log.warning("warning %d", i)
+            log.info("info %d", i)
     assert messages(tasks.get("job")) == ["warning 7", "warning 8", "warning 9"]
 
 
@@ -116,20 +115,19 @@ def test_error_status_sets_the_status_and_error_level_none_marks_nothing(log: lo
             log.critical("critical")
         record = tasks.get("job")
         assert record.status == Status.ERROR and record.data["log_error"]["message"] == "critical"
-    with capture_tasks(integrations=[LoggingIntegration(error_level=None)]) as tasks:
-        with taskreport.task("job"):
-            log.critical("critical")
+    with capture_tasks(integrations=[LoggingIntegration(error_level=None)]) as tasks, taskreport.task("job"):
+        log.critical("critical")
     assert "log_error" not in tasks.get("job").data and messages(tasks.get("job")) == ["critical"]
 
 
 def test_the_librarys_own_records_and_http_clients_records_are_never_attached(log: logging.Logger) -> None:
-    with capture_tasks(integrations=[LoggingIntegration(level="DEBUG", ignore=["noisy"])]) as tasks:
-        with taskreport.task("job"):
-            for name in ("taskreport", "taskreport.flusher", "requests", "requests.adapters", "urllib3",
-                         "urllib3.connectionpool", "noisy", "noisy.child"):
-                logging.getLogger(name).error("from %s", name)
-            logging.getLogger("noisyneighbour").error("kept: only the exact name and its children are ignored")
-            log.debug("kept")
+    integration = LoggingIntegration(level="DEBUG", ignore=["noisy"])
+    with capture_tasks(integrations=[integration]) as tasks, taskreport.task("job"):
+        for name in ("taskreport", "taskreport.flusher", "requests", "requests.adapters", "urllib3",
+                     "urllib3.connectionpool", "noisy", "noisy.child"):
+            logging.getLogger(name).error("from %s", name)
+        logging.getLogger("noisyneighbour").error("kept: only the exact name and its children are ignored")
+        log.debug("kept")
     assert messages(tasks.get("job")) == ["kept: only the exact name and its children are ignored", "kept"]
 
 

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def run_script(body: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     # faulthandler prints every thread's stack if the script hangs, so a deadlock fails with its cause
-    script = "import faulthandler; faulthandler.dump_traceback_later(%d, exit=True)\n" % (timeout - 20)
+    script = f"import faulthandler; faulthandler.dump_traceback_later({timeout - 20:.0f}, exit=True)\n"
     return subprocess.run([sys.executable, "-c", script + textwrap.dedent(body)], capture_output=True, text=True,
                           timeout=timeout, env=dict(os.environ), cwd=ROOT)
 
