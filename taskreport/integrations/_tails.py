@@ -188,10 +188,15 @@ def _schedule() -> None:
 def _run() -> None:
     while True:
         _wake.wait()
-        waits = [t.every for t in list(_tails.values()) if t.waiting]
-        time.sleep(min(waits) if waits else 0.05)
-        _wake.clear()
-        push_all()
+        try:
+            with _lock:
+                waits = [t.every for t in _tails.values() if t.waiting]
+            time.sleep(min(waits) if waits else 0.05)  # let the records of a burst gather
+            _wake.clear()
+            push_all()
+        except Exception as exc:  # a bug here must not stop the thread: the next records would wait for an end
+            report("handing log records to their tasks failed", exc)
+            time.sleep(1.0)
 
 
 def _after_fork_child() -> None:
