@@ -45,8 +45,8 @@ def main() -> None:
         resize(["a.png", "b.png"])
         try:
             resize(["notes.txt"])
-        except ValueError:
-            pass
+        except ValueError as exc:
+            print(f"refused as expected: {exc}")
     taskreport.flush()
     print(f"request trace: {request.get_span_context().trace_id:032x}")
     for task in taskreport.list_tasks(name="resize-images"):
