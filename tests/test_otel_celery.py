@@ -32,7 +32,7 @@ from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
 APP = '''
 import json, logging, os
 
-from celery import Celery
+from celery import Celery, signals
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
@@ -64,6 +64,37 @@ class FileExporter(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
+# A tracking of our own, through Celery's signals and taskreport's public API, as taskreport's Celery
+# integration does it: a task per message made at publication, its reference in the headers; the worker
+# attaches to it and makes it current (before the trace context is: these receivers come first).
+_runs = {}
+
+
+@signals.before_task_publish.connect
+def _made_at_publication(headers=None, **_):
+    if isinstance(headers, dict):
+        headers["tracked_ref"] = taskreport.Task.create(f"celery {headers['task']}").ref
+
+
+@signals.task_prerun.connect
+def _running(task_id=None, task=None, **_):
+    ref = getattr(task.request, "tracked_ref", None)
+    if ref:
+        tracked = taskreport.Task.attach(ref)
+        scope = taskreport.use_task(tracked)
+        scope.__enter__()
+        tracked.processing()
+        _runs[task_id] = (tracked, scope)
+
+
+@signals.task_postrun.connect
+def _ended(task_id=None, **_):
+    tracked, scope = _runs.pop(task_id, (None, None))
+    if tracked is not None:
+        tracked.success()
+        scope.__exit__(None, None, None)
+
+
 if os.environ.get("TEST_ROLE") == "worker":
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(FileExporter()))
@@ -78,6 +109,7 @@ if os.environ.get("TEST_ROLE") == "worker":
 
 @app.task(name="otel_app.work")
 def work(n):
+    logging.getLogger("worker.app").warning("working on %d", n)
     with taskreport.task("in the worker", data={"n": n}):
         logging.getLogger("worker.app").warning("hello from the worker %d", n)
     return n
@@ -186,6 +218,11 @@ def test_a_real_worker_continues_the_publishers_trace(celery_app: Any, provider:
     trace_id = f"{publish.get_span_context().trace_id:032x}"
     assert record.data["trace_id"] == trace_id, output
     assert [r["message"] for r in record.data["logs"]] == ["hello from the worker 5"]
+    # the task made at publication and reported on by the worker: its trace, and the record logged in it
+    tracked = wait_for_task("celery otel_app.work")
+    assert tracked.status == "success" and tracked.data["trace_id"] == trace_id
+    assert [r["message"] for r in tracked.data["logs"]] == ["working on 5"]
+    assert record.parent == tracked.id
     worker_spans = [json.loads(line) for line in spans_file.read_text().splitlines()]
     [task_span] = [s for s in worker_spans if s["name"] == "in the worker"]
     assert task_span["trace_id"] == trace_id

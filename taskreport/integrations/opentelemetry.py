@@ -19,7 +19,8 @@ nothing):
   it (its publish and run spans are the ones that cross); the integration only fills in what it does not.
 
 A task attached in this process (``Task.attach``: a Celery worker reporting on the task its publisher made)
-is tied to the span current when its status first changes here.
+is tied to the span current when its status first changes here, or, in a Celery worker, to the trace
+context the message brought as soon as it is current; it gets a span of its own only inside a trace.
 """
 
 from __future__ import annotations
@@ -37,11 +38,12 @@ from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import Status, StatusCode
 
 from .. import _client, _hooks
+from .._context import current_task
 from .._errors import ValidationError
 from .._integration import Integration
 from .._pending import Entry
 from .._status import RUNNING, TERMINAL
-from .._task import Task
+from .._task import DisabledTask, Task
 from .._version import __version__
 from . import require
 
@@ -148,12 +150,14 @@ def _ids(span: Any) -> dict[str, str]:
 def _tie(integration: OpenTelemetryIntegration, task: Task, status: str) -> tuple[_Link, dict[str, str]] | None:
     """Tie ``task`` to a span: its own (``spans=True`` and it runs) or the current one. None if neither."""
     current = trace.get_current_span()
-    if integration.spans and status in RUNNING:
+    valid = current.get_span_context().is_valid
+    # a task attached from elsewhere belongs to its creator's trace: it gets a span here only inside one
+    if integration.spans and status in RUNNING and (valid or task.entry.pid is not None):
         span = integration.tracer().start_span(task.name or "task", kind=trace.SpanKind.INTERNAL,
                                                attributes={ATTR_REF: task.ref, ATTR_NAME: task.name})
         link = _Link(span, own=True, named=True)
     else:
-        if not current.get_span_context().is_valid:
+        if not valid:
             return None
         named = False
         if current.is_recording():
@@ -195,27 +199,36 @@ def _created(task: Task, fields: dict[str, Any]) -> None:
         _event(link, task, status)
 
 
-def _status_changed(task: Task, status: str, fields: Mapping[str, Any]) -> None:
-    """Observer: ``task``'s status moved to ``status`` here."""
-    integration = enabled()
-    if integration is None:
-        return
+def _link_for(integration: OpenTelemetryIntegration, task: Task, status: str) -> _Link | None:
+    """The span ``task`` is tied to, tying it now if its status change calls for it (see the module's doc)."""
     entry = task.entry
     with _lock:
         link = _links.get(entry)
     if link is None or (integration.spans and not link.own and status in RUNNING):
         if link is None and entry.pid is not None and status not in RUNNING:
-            return  # made here while no span was current (or before the integration): nothing to tie to
+            return None  # made here while no span was current (or before the integration): nothing to tie to
         tied = _tie(integration, task, status)
         if tied is None:
-            return
+            return link
         link, ids = tied
         data = task.data
         if data is None or (isinstance(data, Mapping) and (link.own or "trace_id" not in data)):
             # an attached task (a Celery worker's) learns its trace here; a task that starts running gets
             # the ids of its own span
             task.update(data=ids)
+    return link
+
+
+def _status_changed(task: Task, status: str, fields: Mapping[str, Any]) -> None:
+    """Observer: ``task``'s status moved to ``status`` here."""
+    integration = enabled()
+    if integration is None:
+        return
+    link = _link_for(integration, task, status)
+    if link is None:
+        return
     span = link.span
+    entry = task.entry
     if not span.is_recording():
         if status in TERMINAL:
             with _lock:
@@ -230,6 +243,21 @@ def _status_changed(task: Task, status: str, fields: Mapping[str, Any]) -> None:
             _links.pop(entry, None)
         if link.own:
             _end(span, status, fields)
+
+
+def _adopt_current(integration: OpenTelemetryIntegration) -> None:
+    """Tie the current task to the span now current, if its status changed before that span was (a Celery
+    integration that made the worker's task current before the trace context was)."""
+    task = current_task()
+    if task is None or type(task) is DisabledTask:
+        return
+    with _lock:
+        if task.entry in _links:
+            return
+    status = task.status.value
+    link = _link_for(integration, task, status)
+    if link is not None and integration.events and link.span.is_recording():
+        _event(link, task, status)
 
 
 def _end(span: Any, status: str, fields: Mapping[str, Any]) -> None:
@@ -299,17 +327,16 @@ def before_task_publish(headers: Any = None, **_: Any) -> None:
 
 def task_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
     """Celery signal, in the worker: make the publisher's trace context current while the task runs."""
-    if task_id is None or task is None or not _celery_enabled() or _celery_instrumented():
+    integration = enabled()
+    if task_id is None or task is None or integration is None or not integration.celery:
         return
-    if trace.get_current_span().get_span_context().is_valid:
-        return  # something made a span current already: it knows better
-    request = getattr(task, "request", None)
-    if request is None:
-        return
-    carried = propagate.extract(request, getter=_getter)
-    if not trace.get_current_span(carried).get_span_context().is_valid:
-        return
-    _tokens[task_id] = otel_context.attach(carried)
+    # something made a span current already (Celery's OpenTelemetry instrumentation): it knows better
+    if not _celery_instrumented() and not trace.get_current_span().get_span_context().is_valid:
+        request = getattr(task, "request", None)
+        carried = propagate.extract(request, getter=_getter) if request is not None else None
+        if carried is not None and trace.get_current_span(carried).get_span_context().is_valid:
+            _tokens[task_id] = otel_context.attach(carried)
+    _adopt_current(integration)
 
 
 def task_postrun(task_id: str | None = None, **_: Any) -> None:
