@@ -26,6 +26,8 @@ from taskreport.integrations.logging import LoggingIntegration
 from taskreport.integrations.opentelemetry import OpenTelemetryIntegration
 
 celery = pytest.importorskip("celery", reason="celery is not installed (pip install 'taskreport[celery]')")
+#: the checkout whose taskreport the workers must import (the one under test, wherever it is)
+SOURCE = str(Path(taskreport.__file__).resolve().parents[1])
 from opentelemetry import trace  # noqa: E402
 from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
 
@@ -197,7 +199,7 @@ def test_a_real_worker_continues_the_publishers_trace(celery_app: Any, provider:
         pytest.importorskip("opentelemetry.instrumentation.celery")
     spans_file = tmp_path / "worker-spans.jsonl"
     env = {**os.environ, "TEST_ROLE": "worker", "TEST_SPANS_FILE": str(spans_file),
-           "TEST_INSTRUMENT": "1" if instrumented else "0", "PYTHONPATH": str(tmp_path)}
+           "TEST_INSTRUMENT": "1" if instrumented else "0", "PYTHONPATH": os.pathsep.join([str(tmp_path), SOURCE])}
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "otel_app", "worker", "--pool=prefork", "--concurrency=1",
          "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel=WARNING", "-Q", "otel-test"],
@@ -237,3 +239,87 @@ def test_a_real_worker_continues_the_publishers_trace(celery_app: Any, provider:
         assert runs == []
         assert task_span["parent"] == f"{publish.get_span_context().span_id:016x}"
     assert "Traceback" not in output, output
+
+
+# -- with taskreport's own Celery integration (built on another branch: skipped until it is there) ----------
+INTEGRATED_APP = '''
+import logging, os
+
+from celery import Celery
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+
+import taskreport
+from taskreport.integrations.celery import CeleryIntegration
+from taskreport.integrations.logging import LoggingIntegration
+from taskreport.integrations.opentelemetry import OpenTelemetryIntegration
+
+broker = os.environ["TEST_BROKER_DIR"]
+worker = os.environ.get("TEST_ROLE") == "worker"
+if worker:
+    trace.set_tracer_provider(TracerProvider())
+    if os.environ.get("TEST_INSTRUMENT") == "1":
+        from opentelemetry.instrumentation.celery import CeleryInstrumentor
+
+        CeleryInstrumentor().instrument()
+    taskreport.init(integrations=[CeleryIntegration(auto_track=True), LoggingIntegration(),
+                                  OpenTelemetryIntegration(spans=True)], flush_interval=0.05)
+app = Celery("integrated_app", broker="filesystem://", broker_transport_options={
+    "data_folder_in": broker, "data_folder_out": broker, "control_folder": broker + "/control",
+    "processed_folder": broker + "/processed", "store_processed": False, "polling_interval": 0.05})
+app.conf.update(task_default_queue="integrated-test", worker_hijack_root_logger=False)
+
+
+@app.task(name="integrated_app.work")
+def work(n):
+    logging.getLogger("worker.app").warning("working on %d", n)
+    taskreport.current_task().update(value=n)
+    return n
+'''
+
+
+@pytest.mark.parametrize("instrumented", [False, True], ids=["plain", "with-opentelemetry-instrumentation"])
+def test_a_celery_task_that_logs_in_a_span_gets_its_records_and_trace_ids(
+    provider: TracerProvider, tmp_path: Path, instrumented: bool
+) -> None:
+    """The issue's end to end: a Celery task tracked by taskreport's Celery integration, published inside a
+    span, logs on a real worker; its one record carries the publisher's trace id and the record it logged."""
+    celery_integration = pytest.importorskip("taskreport.integrations.celery",
+                                             reason="taskreport's Celery integration is not on this branch")
+    if instrumented:
+        pytest.importorskip("opentelemetry.instrumentation.celery")
+    broker = tmp_path / "broker"
+    (broker / "processed").mkdir(parents=True)
+    (tmp_path / "integrated_app.py").write_text(INTEGRATED_APP)
+    env = {**os.environ, "TEST_ROLE": "worker", "TEST_BROKER_DIR": str(broker),
+           "TEST_INSTRUMENT": "1" if instrumented else "0", "PYTHONPATH": os.pathsep.join([str(tmp_path), SOURCE])}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "integrated_app", "worker", "--pool=prefork", "--concurrency=1",
+         "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel=WARNING",
+         "-Q", "integrated-test"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    os.environ["TEST_BROKER_DIR"] = str(broker)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import integrated_app
+
+        taskreport.init(integrations=[celery_integration.CeleryIntegration(auto_track=True),
+                                      OpenTelemetryIntegration()])
+        with trace.get_tracer("tests").start_as_current_span("publish") as publish:
+            integrated_app.work.delay(4)
+        record = wait_for_task("integrated_app.work")
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("integrated_app", None)
+        os.environ.pop("TEST_BROKER_DIR", None)
+        worker.send_signal(signal.SIGTERM)
+        try:
+            output, _ = worker.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            output, _ = worker.communicate()
+    assert (record.status, record.value) == ("success", 4), output
+    assert record.data["trace_id"] == f"{publish.get_span_context().trace_id:032x}"
+    assert [r["message"] for r in record.data["logs"]] == ["working on 4"]
+    assert len(list(taskreport.list_tasks(name="integrated_app.work"))) == 1
