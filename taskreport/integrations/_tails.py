@@ -61,10 +61,10 @@ class Tail:
 
 
 _lock = threading.Lock()
+_start_lock = threading.Lock()
 _tails: dict[Entry, Tail] = {}
 _wake = threading.Event()
 _thread: threading.Thread | None = None
-_pid = os.getpid()
 
 
 class _Busy(threading.local):
@@ -79,12 +79,30 @@ def busy() -> bool:
     return _busy.active
 
 
-def add(task: Task, record: dict[str, Any], owner: Owner, every: float, threaded: bool,
-        error: dict[str, Any] | None = None, status: str | None = None) -> None:
-    """Append ``record`` to ``task``'s tail (kept as ``owner`` says); hand it over now if it is due, or
-    carries an error (with ``status`` to set, if any)."""
+def add(task: Task, record: dict[str, Any], owner: Owner, every: float, threaded: bool) -> None:
+    """Append ``record`` to ``task``'s tail (kept as ``owner`` says); hand the tail over if it is due.
+
+    The common case takes no lock: a deque's append is atomic, and a hand-over marks the tail as no longer
+    waiting *before* it copies the records, so a record appended meanwhile is either in the copy or marks
+    the tail waiting again."""
+    tail = _tails.get(task.entry)
+    if tail is None or tail.owner is not owner or not threaded:
+        add_locked(task, record, owner, every, threaded)
+        return
+    tail.records.append(record)
+    if record["time"] - tail.pushed >= every:
+        hand_over(tail)
+    elif not tail.waiting:
+        tail.waiting = True
+        _schedule()
+
+
+def add_locked(task: Task, record: dict[str, Any], owner: Owner, every: float, threaded: bool,
+               error: dict[str, Any] | None = None, status: str | None = None) -> None:
+    """:func:`add` for the rarer cases: a task's first record, an error record (handed over at once, with
+    ``status`` to set, if any), a client with no sender thread (nothing waits: a flush hands over)."""
     busy = _busy
-    busy.active = True
+    active, busy.active = busy.active, True
     try:
         with _lock:
             tail = _tails.get(task.entry)
@@ -97,7 +115,7 @@ def add(task: Task, record: dict[str, Any], owner: Owner, every: float, threaded
                 tail.error, tail.status = error, status
                 _push(tail)
             elif not threaded:
-                tail.waiting = True  # no thread delivers (a test's recorder): reading it flushes, and hands over
+                tail.waiting = True
             elif record["time"] - tail.pushed >= every:
                 _push(tail)
             elif not tail.waiting:
@@ -106,7 +124,20 @@ def add(task: Task, record: dict[str, Any], owner: Owner, every: float, threaded
     except Exception as exc:  # never into the caller's logging call
         report("could not keep a log record on its task", exc)
     finally:
-        busy.active = False
+        busy.active = active
+
+
+def hand_over(tail: Tail) -> None:
+    """Hand ``tail`` to its task now."""
+    busy = _busy
+    active, busy.active = busy.active, True
+    try:
+        with _lock:
+            _push(tail)
+    except Exception as exc:
+        report("could not hand log records to their task", exc)
+    finally:
+        busy.active = active
 
 
 def _start(task: Task, owner: Owner, every: float) -> Tail | None:
@@ -124,11 +155,12 @@ def _start(task: Task, owner: Owner, every: float) -> Tail | None:
 def _push(tail: Tail) -> None:
     """Hand ``tail`` to its task. Call with the lock held."""
     owner = tail.owner
+    tail.waiting = False  # before the copy: a record appended meanwhile without the lock waits again
+    tail.pushed = time.time()
     changes: dict[str, Any] = {owner.key: list(tail.records)}
     if tail.error is not None:
         changes[owner.error_key] = tail.error
-    status, tail.error, tail.status, tail.waiting = tail.status, None, None, False
-    tail.pushed = time.time()
+    status, tail.error, tail.status = tail.status, None, None
     if status is None:
         tail.task.update(data=changes)
     else:
@@ -171,18 +203,22 @@ def ended(task: Task, status: str, fields: Mapping[str, Any]) -> None:
 
 # -- the thread that hands over what waits ------------------------------------------------------------
 def _schedule() -> None:
-    global _thread, _pid
-    if _pid != os.getpid():
-        _after_fork_child()
     if not _wake.is_set():
         _wake.set()
     if _thread is None:
-        thread = threading.Thread(target=_run, name="taskreport-log-tails", daemon=True)
-        _thread = thread
-        try:
-            thread.start()
-        except RuntimeError:  # the interpreter is exiting: the exit hook hands tails over
-            _thread = None
+        _start_thread()
+
+
+def _start_thread() -> None:
+    global _thread
+    with _start_lock:
+        if _thread is None:
+            thread = threading.Thread(target=_run, name="taskreport-log-tails", daemon=True)
+            _thread = thread
+            try:
+                thread.start()
+            except RuntimeError:  # the interpreter is exiting: the exit hook hands tails over
+                _thread = None
 
 
 def _run() -> None:
@@ -201,12 +237,12 @@ def _run() -> None:
 
 def _after_fork_child() -> None:
     """What the parent held is the parent's to hand over: the child starts empty, with its own lock."""
-    global _lock, _wake, _thread, _pid, _tails
+    global _lock, _start_lock, _wake, _thread, _tails
     _lock = threading.Lock()
+    _start_lock = threading.Lock()
     _wake = threading.Event()
     _thread = None
     _tails = {}
-    _pid = os.getpid()
 
 
 def install() -> None:

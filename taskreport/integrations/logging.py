@@ -182,7 +182,7 @@ class LoggingIntegration(Integration):
             details = exception_data(exc)
             error.update(exception=details["exception"], exception_message=details["message"][:1000],
                          traceback=details["traceback"])
-        _tails.add(task, kept, self, _every, _threaded, error, "error" if self.error_status else None)
+        _tails.add_locked(task, kept, self, _every, _threaded, error, "error" if self.error_status else None)
 
 
 # -- the stdlib hook -----------------------------------------------------------------------------------
@@ -197,17 +197,18 @@ _threaded = True
 
 def enabled() -> LoggingIntegration | None:
     """The current client's logging integration, or None (not enabled, or reporting is off)."""
-    global _cache, _every, _threaded
     client = _client.current_client()
-    cached_client, integration = _cache
-    if client is not cached_client:
-        integration = None if client is None else client.integration(LoggingIntegration)
-        if client is not None:
-            _every = min(0.25, max(0.01, client.config.flush_interval / 4))
-            _threaded = client.sender.settings.threaded
-        _cache = (client, integration)
-    elif integration is not None and client is not None and client.disabled:
-        integration = None
+    cached, integration = _cache
+    return integration if client is cached else _refresh(client)
+
+
+def _refresh(client: Any) -> LoggingIntegration | None:
+    global _cache, _every, _threaded
+    integration = None if client is None else client.integration(LoggingIntegration)
+    if client is not None:
+        _every = min(0.25, max(0.01, client.config.flush_interval / 4))
+        _threaded = client.sender.settings.threaded
+    _cache = (client, integration)
     return integration
 
 
@@ -221,7 +222,10 @@ def _set_fields(record: logging.LogRecord, task: Task | None) -> None:
 
 
 def _call_handlers(self: logging.Logger, record: logging.LogRecord) -> None:
-    integration = enabled()
+    client = _client.current_client()
+    cached, integration = _cache
+    if client is not cached:
+        integration = _refresh(client)
     if integration is None:
         # not enabled for this client, or reporting is off: a format naming the fields must still work
         if "taskreport_task" not in record.__dict__:
