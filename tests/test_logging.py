@@ -201,6 +201,39 @@ def test_threads_logging_on_one_task_lose_no_record(log: logging.Logger) -> None
     assert len(kept) == 4000 and len(set(kept)) == 4000
 
 
+def test_threads_logging_on_one_task_lose_no_record_while_the_sender_delivers(log: logging.Logger) -> None:
+    # with a sender thread, records take no lock: hand-overs race with appends from eight threads
+    taskreport.init(integrations=[LoggingIntegration(tail=4000)], flush_interval=0.02)
+    task = taskreport.Task.create("shared", status="processing")
+    seen_while_running: list[int] = []
+
+    def work(n: int) -> None:
+        with taskreport.use_task(task):
+            for i in range(500):
+                log.info("thread %d record %d", n, i)
+                if i % 100 == 0:
+                    time.sleep(0.01)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # while the task still runs, every record reaches the service within a few flush intervals
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        found = list(taskreport.list_tasks(name="shared"))
+        seen_while_running.append(len(messages(found[0])) if found and found[0].data else 0)
+        if seen_while_running[-1] == 4000:
+            break
+        time.sleep(0.05)
+    assert seen_while_running[-1] == 4000, seen_while_running[-5:]
+    task.success()
+    assert taskreport.flush(10)
+    kept = messages(next(iter(taskreport.list_tasks(name="shared"))))
+    assert len(set(kept)) == 4000
+
+
 def test_a_burst_of_records_is_handed_to_the_task_in_a_few_updates(log: logging.Logger) -> None:
     taskreport.init(integrations=[LoggingIntegration()], flush_interval=0.2)
     with taskreport.task("burst"):
