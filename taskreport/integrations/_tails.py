@@ -67,12 +67,14 @@ _wake = threading.Event()
 _thread: threading.Thread | None = None
 
 
-class _Busy(threading.local):
+class Busy(threading.local):
     #: this thread is handing tails over (or keeping a record): records it logs meanwhile are not kept
     active = False
 
 
-_busy = _Busy()
+#: per thread: whether it is handing tails over now
+busy_state = Busy()
+_busy = busy_state
 
 
 def busy() -> bool:

@@ -33,6 +33,7 @@ from .. import _client
 from .._context import current as _current
 from .._errors import ValidationError
 from .._integration import Integration
+from .._internal import report
 from .._task import DisabledTask, Task, exception_data
 from . import _tails
 
@@ -187,7 +188,7 @@ class LoggingIntegration(Integration):
 
 # -- the stdlib hook -----------------------------------------------------------------------------------
 _original: Any = None
-_busy = _tails._busy
+_busy = _tails.busy_state
 _cache: tuple[Any, LoggingIntegration | None] = (None, None)
 #: how the current client delivers: a tail waits at most ``_every`` seconds before it is handed to its task
 #: (a quarter of the flush interval, at most 0.25 s); no waiting without a sender thread (a test's recorder)
@@ -245,7 +246,10 @@ def _call_handlers(self: logging.Logger, record: logging.LogRecord) -> None:
         return _original(self, record)  # type: ignore[no-any-return]
     finally:
         if task is not None and record.levelno >= integration.level and not _busy.active:
-            integration.keep(task, record)
+            try:
+                integration.keep(task, record)
+            except Exception as exc:  # never into the caller's logging call
+                report("could not keep a log record on its task", exc)
 
 
 class TaskFilter(logging.Filter):
@@ -302,5 +306,8 @@ def structlog_processor(logger: Any, method_name: str, event_dict: MutableMappin
         message = _render_event(event_dict)
     except Exception as error:
         message = f"<unformattable event: {type(error).__name__}>"
-    integration.attach(task, levelno, name, message, time.time(), exc)
+    try:
+        integration.attach(task, levelno, name, message, time.time(), exc)
+    except Exception as error:  # never into the caller's logging call
+        report("could not keep a structlog event on its task", error)
     return event_dict
