@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import contextvars
 import itertools
+import math
 import operator
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 from . import _client as _client_mod
 from ._context import current as _current
+from ._errors import ValidationError
 from ._task import DisabledTask, Task
 from ._tracking import check_fields, finish, reset, start
+from ._validation import INT64_MAX
 
 T = TypeVar("T")
 
@@ -114,6 +117,11 @@ class progress(Generic[T]):  # lower case: used like a function, as tqdm is
     ``success`` at its end, ``error`` if it raises (the only way an exception in the loop body is seen as one,
     since a for loop never passes it to its iterator). ``iterable`` may then be omitted, for manual
     ``p.increment()``. The task is created at the first of ``with``, iteration or reading ``.task``.
+
+    tqdm's argument names work where they mean the same: ``desc`` (the name), ``total``, ``initial`` (the
+    value to start from; ``total`` counts it in, as in tqdm), ``unit`` (kept in the task's data) and
+    ``disable`` (True: iterate without reporting). Every argument is checked at the call, whether reporting is
+    on or off: a bad value raises :class:`~taskreport.ValidationError` naming the argument.
     """
 
     __slots__ = (
@@ -122,6 +130,7 @@ class progress(Generic[T]):  # lower case: used like a function, as tqdm is
         "_entered",
         "_fields",
         "_heartbeat",
+        "_initial",
         "_iterable",
         "_name",
         "_task",
@@ -133,27 +142,50 @@ class progress(Generic[T]):  # lower case: used like a function, as tqdm is
         self,
         iterable: Iterable[T] | None = None,
         name: str | None = None,
-        total: int | None = None,
+        total: float | None = None,
         *,
+        desc: str | None = None,
+        disable: bool | None = False,
+        initial: float = 0,
+        unit: str | None = None,
         heartbeat: float | None = None,
         **fields: Any,
     ) -> None:
+        if desc is not None:
+            if name is not None:
+                raise TypeError("progress() got the name both as name= and as desc=")
+            name = desc
+        # every argument is checked here, reporting on or off, and a bad one raises ValidationError naming it
+        _check_text("desc" if desc is not None else "name", name)
+        total = _count("total", total, infinite=True)
+        start = _count("initial", initial)
+        _check_text("unit", unit)
+        if not (disable is None or isinstance(disable, bool)):
+            raise ValidationError(f"must be True or False, not {disable!r}.", attr="disable")
+        if unit is not None:
+            data = fields.get("data")
+            if data is not None and not isinstance(data, Mapping):
+                raise ValidationError("is kept in data, which must then be a mapping.", attr="unit")
+            fields["data"] = {**(data or {}), "unit": unit}
+        if start:
+            fields["value"] = start
+        check_fields(name if name is not None else "progress", fields, heartbeat)
         self._iterable = iterable
         self._task: Task | None = None
         self._token: contextvars.Token[Task | None] | None = None
         self._entered = False
         self._ctx: contextvars.Context | None = None
-        self._disabled = _client_mod.get_client().disabled
+        self._disabled = bool(disable) or _client_mod.get_client().disabled
         self._heartbeat = heartbeat
         self._fields = fields
+        self._initial = start or 0
         if self._disabled:
-            # reporting is off: nothing to name, check or remember, and iterating is plain iteration
+            # reporting is off: nothing to name or remember, and iterating is plain iteration
             self._name = name or "progress"
             self._total = total
             return
         if name is None:
             name = _caller_name()
-        check_fields(name, fields, heartbeat)
         self._name = name
         self._total = total_of(iterable, total)
         # the task's parent and scope are where progress() was called, wherever it is iterated
@@ -192,7 +224,10 @@ class progress(Generic[T]):  # lower case: used like a function, as tqdm is
             t = self._create("processing")
         if isinstance(t, DisabledTask):
             return iter(self._iterable)
-        return _counted(t, self._iterable, self._total, self)
+        total = self._total
+        if total is not None and self._initial:
+            total -= self._initial  # tqdm's meaning: the total counts the initial value in
+        return _counted(t, self._iterable, total, self)
 
     def iteration_started(self) -> None:
         if self._entered:
@@ -258,6 +293,30 @@ class progress(Generic[T]):  # lower case: used like a function, as tqdm is
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.__exit__(exc_type, exc, tb)
+
+
+def _check_text(argument: str, value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise ValidationError(f"must be a string, not {type(value).__name__}.", attr=argument)
+    if not 1 <= len(value) <= 255:
+        raise ValidationError("must have 1 to 255 characters.", attr=argument)
+
+
+def _count(argument: str, value: Any, infinite: bool = False) -> int | None:
+    """A number of items: a whole number from 0 (an integral float too, as tqdm takes); ``inf`` means
+    unknown where tqdm says so (``total``)."""
+    if value is None:
+        return None
+    if isinstance(value, float) and not isinstance(value, bool):
+        if infinite and value == math.inf:
+            return None
+        if value.is_integer():
+            value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= INT64_MAX:
+        raise ValidationError(f"must be a whole number of items (0 or more), not {value!r}.", attr=argument)
+    return value
 
 
 def _caller_name() -> str:

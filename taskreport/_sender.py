@@ -22,7 +22,7 @@ from typing import Any
 from . import _internal, _spool
 from ._backlog import Backlog
 from ._errors import NotFound, TaskReportError, TransportError
-from ._pending import BATCH_WAKE, Entry, Pending
+from ._pending import BATCH_WAKE, Entry, Pending, merge_fields
 from ._plan import Planned, Planner
 from ._ratelog import RateLimitedLog
 from ._retry import RetryPolicy, Verdict, judge
@@ -33,6 +33,8 @@ logger = logging.getLogger("taskreport")
 
 #: spooled changes of earlier processes sent per round, after this process's own
 BACKLOG_ROUND = 1000
+#: operations per send: settled one chunk at a time, so an exit finds only one chunk still on its way
+CHUNK = 1000
 Item = tuple[Entry, dict[str, Any], bool]
 
 
@@ -205,20 +207,35 @@ class Sender:
             if not planned:
                 self._put_back(later)
                 return
-            self.policy.attempted()
-            try:
-                results = self.transport.send([p.op for p in planned])
-            except BatchUnsupported:
-                continue  # the transport now knows: plan the same changes again, by id
-            except TaskReportError as exc:
-                results = [exc] * len(planned)
-            except Exception as exc:  # a transport bug: keep the data, report it, retry later
-                _internal.report("sending failed", exc)
-                results = [TransportError(f"{type(exc).__name__}: {exc}")] * len(planned)
-            if not self._settle(planned, results):
-                self._put_back(later)
-                return
             todo = later
+            size = getattr(self.transport, "max_ops", CHUNK) or CHUNK
+            for start in range(0, len(planned), size):
+                chunk = planned[start : start + size]
+                self.policy.attempted()
+                try:
+                    results = self.transport.send([p.op for p in chunk])
+                except BatchUnsupported:
+                    # the transport now knows: plan what is not sent yet again, by id (a create and the update
+                    # that followed it become one item again, so the task is not created twice)
+                    todo = _regroup([(p.entry, p.fields, p.backlog) for p in planned[start:]]) + later
+                    break
+                except TaskReportError as exc:
+                    results = [exc] * len(chunk)
+                except Exception as exc:  # a transport bug: keep the data, report it, retry later
+                    _internal.report("sending failed", exc)
+                    results = [TransportError(f"{type(exc).__name__}: {exc}")] * len(chunk)
+                went_through = self._settle(chunk, results)
+                self._settled(chunk)
+                if not went_through:
+                    # the service failed or asked us to wait: what is not sent yet waits for the next round
+                    self._put_back([(p.entry, p.fields, p.backlog) for p in planned[start + size :]] + later)
+                    return
+
+    def _settled(self, chunk: list[Planned]) -> None:
+        """Answered: no longer in flight (an exit spools only what is still on its way)."""
+        done = {p.entry for p in chunk}
+        with self.inflight_lock:
+            self.inflight = [item for item in self.inflight if item[0] not in done]
 
     def _settle(self, planned: list[Planned], results: list[Row | TaskReportError]) -> bool:
         """Apply each answer; True if the round went through (the next round may follow at once)."""
@@ -352,6 +369,12 @@ class Sender:
 
     def flush(self, timeout: float) -> bool:
         """Deliver everything pending, waiting at most ``timeout`` seconds. True if nothing is left."""
+        if self._idle():
+            return not self.disabled  # nothing to send: no thread started, no spool claimed
+        if threading.current_thread() is self.thread:
+            # called from inside a round (a logging handler on the library's own records): waiting for the
+            # round to end would wait for ever
+            return False
         deadline = time.monotonic() + max(0.0, timeout)
         if self.thread is None and not self.closed:
             self._ensure_thread()
@@ -379,6 +402,8 @@ class Sender:
                 waiting = entry in self.pending.changes or entry.overflow
             if not waiting:
                 return entry.id
+        if threading.current_thread() is self.thread:
+            return entry.id  # from inside a round: see flush()
         deadline = time.monotonic() + (self.settings.request_timeout if timeout is None else max(0.0, timeout))
         if self.thread is None and not self.closed:
             self._ensure_thread()
@@ -487,6 +512,9 @@ class Sender:
 
     def after_fork_child(self) -> None:
         self._reset()
+        # the child's own counts: what the parent sent is the parent's
+        self.requests = self.retries = self.failed = self.spooled = 0
+        self.pending.merged = self.pending.overflowed = 0
         self.log = RateLimitedLog(self.log.interval)
         self.planner.log = self.log
         self.transport.after_fork()
@@ -518,6 +546,17 @@ class Sender:
             "spooled": self.spooled,
             "pending": self.pending.count(),
         }
+
+
+def _regroup(items: list[Item]) -> list[Item]:
+    """One item per entry, its fields merged in order."""
+    merged: dict[Entry, Item] = {}
+    for entry, fields, backlog in items:
+        if entry in merged:
+            _, older, _ = merged[entry]
+            fields = merge_fields(older, fields)
+        merged[entry] = (entry, fields, backlog)
+    return list(merged.values())
 
 
 def after_fork_child() -> None:
