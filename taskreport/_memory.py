@@ -43,6 +43,8 @@ class MemoryTransport:
     """Tasks and actions in dicts, under one lock. ``tasks()`` and ``ended()`` read them back."""
 
     refs: bool | None = True
+    #: no request to bound: everything pending goes in one send
+    max_ops = 1_000_000
 
     def __init__(self, organization: str = "memory", project: str = "default") -> None:
         self.organization = organization
