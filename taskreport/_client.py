@@ -16,13 +16,14 @@ from typing import Any, TypeVar
 
 from . import _context, _hooks, _task
 from ._config import Config, resolve
+from ._delivery import Settings
 from ._errors import ConfigurationError, ValidationError
 from ._integration import Integration
 from ._integration import setup as setup_integrations
 from ._models import ActionRecord, TaskRecord
 from ._pending import Entry, Pending
 from ._refs import is_ref, new_ref
-from ._sender import Sender, Settings
+from ._sender import Sender
 from ._status import RUNNING, TERMINAL
 from ._task import DisabledTask, Task, check_client_status
 from ._transport import PageResult, Transport
