@@ -20,19 +20,18 @@ path one truth test.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import _internal
 
-if TYPE_CHECKING:
-    from ._task import Task
-
-created: list[Callable[[Task, dict[str, Any]], None]] = []
-status_changed: list[Callable[[Task, str, Mapping[str, Any]], None]] = []
+# the task is a Task handle; typed loosely so that handles can call these without the two modules importing
+# each other
+created: list[Callable[[Any, dict[str, Any]], None]] = []
+status_changed: list[Callable[[Any, str, Mapping[str, Any]], None]] = []
 flushing: list[Callable[[], None]] = []
 
 
-def task_created(task: Task, fields: dict[str, Any]) -> None:
+def task_created(task: Any, fields: dict[str, Any]) -> None:
     for hook in list(created):
         try:
             hook(task, fields)
@@ -40,7 +39,7 @@ def task_created(task: Task, fields: dict[str, Any]) -> None:
             _internal.report(f"a task observer failed on the creation of {task!r}", exc)
 
 
-def task_status(task: Task, status: str, fields: Mapping[str, Any]) -> None:
+def task_status(task: Any, status: str, fields: Mapping[str, Any]) -> None:
     for hook in list(status_changed):
         try:
             hook(task, status, fields)
