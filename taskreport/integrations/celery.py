@@ -387,9 +387,16 @@ def _probe(integration: CeleryIntegration) -> threading.Thread | None:
 _CELERY_DIR = os.path.dirname(str(celery.__file__))
 
 
+#: what Celery's tracer calls after the task's body to send a chain's next step, links, a chord's callback
+#: (``mark_as_done``) and error callbacks (``on_error``)
+_CONTINUING = frozenset({"_dispatch_callbacks_and_chain", "mark_as_done", "on_error", "handle_error_state",
+                         # Celery before 5.6 sends links and a chain's next step from the tracer itself
+                         "apply_async", "delay"})
+
+
 def _continuation(skip: int) -> bool:
     """Whether Celery's own code (a chain's next step, a link, a chord's callback) is publishing, rather than
-    the body of the running task: the frame that Celery's tracer called is then Celery's, not the task's.
+    the body of the running task: the tracer then called one of its continuations, not the body.
     ``skip``: tracer frames to pass first (an eager task's own)."""
     frame: Any = sys._getframe(1)
     callee: Any = None
@@ -399,7 +406,7 @@ def _continuation(skip: int) -> bool:
             if skip:
                 skip -= 1
             else:
-                return callee is not None and callee.f_code.co_filename.startswith(_CELERY_DIR)
+                return callee is not None and callee.f_code.co_name in _CONTINUING
         callee = frame
         frame = frame.f_back
     return False
@@ -793,6 +800,9 @@ def _main_target(integration: CeleryIntegration, task_id: str, task: Any, reques
     ref = ref_for(task_id)
     retries = _retries_of(request)
     name = task.name
+    options = integration.options_for(name, task) or _Options(integration, name, {})
+    data = _base_data(integration, options, name, getattr(request, "args", None),
+                      getattr(request, "kwargs", None), header, retries)
     made = bool(header.get("made")) or retries > 0 or started
     if made:
         task_ref = header.get("id")
@@ -803,15 +813,15 @@ def _main_target(integration: CeleryIntegration, task_id: str, task: Any, reques
                      "taskreport: the end of Celery task %s (%s) can't be reported: the service has no task "
                      "references and the worker process that made its record is gone", name, task_id)
             return None
-        return Task.attach(ref, name=name, id=task_ref if isinstance(task_ref, str) else None)
-    options = integration.options_for(name, task) or _Options(integration, name, {})
+        handle = Task.attach(ref, name=name, id=task_ref if isinstance(task_ref, str) else None)
+        # the end's data replaces the record's: what the task itself put there is not known here
+        handle.update(data=data)
+        return handle
     fields: dict[str, Any] = {k: v for k, v in options.fields.items() if k != "name"}
     fields["external_id"] = task_id[:255]
     queue = _queue_of(request)
     if queue:
         fields["queue"] = queue
-    data = _base_data(integration, options, name, getattr(request, "args", None),
-                      getattr(request, "kwargs", None), header, retries)
     if why:
         data["why"] = why
     if data:
