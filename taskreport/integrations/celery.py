@@ -289,16 +289,22 @@ class _Run:
 
 #: the Celery task this context runs (a pool child's task, or an eager task)
 _run_var: contextvars.ContextVar[_Run | None] = contextvars.ContextVar("taskreport_celery_run", default=None)
-#: every run of this process by Celery id (success/failure/retry signals name the task by id)
-_runs: dict[str, _Run] = {}
 #: eager tasks whose next attempt is about to run in this process
 _retrying: dict[str, _Run] = {}
 #: the worker main process: what it received, by id, while Celery holds the request
 _received: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
 #: the schedule entry beat is sending now
 _beat_entry: contextvars.ContextVar[str | None] = contextvars.ContextVar("taskreport_beat_entry", default=None)
-_failures: set[str] = set()
+#: hook and exception kind -> [when last logged, repeats since]
+_failures: dict[str, list[Any]] = {}
 _failures_lock = threading.Lock()
+
+
+def _this_run(task_id: Any) -> _Run | None:
+    """The run of ``task_id`` in this context: Celery signals a task's end in the thread that ran it (in the
+    threads pool, two attempts of one task may run at once in two threads)."""
+    run = _run_var.get()
+    return run if run is not None and run.celery_id == task_id else None
 
 
 def _integration() -> CeleryIntegration | None:
@@ -326,16 +332,24 @@ def _refs_known() -> bool | None:
 
 
 def _failed(hook: str, exc: BaseException) -> None:
-    """An exception inside a hook: reported once per hook and kind, never raised into Celery or the task."""
+    """An exception inside a hook: reported once per hook and kind (with its traceback), then counted and
+    summed up at most once an hour; never raised into Celery or the task."""
     key = f"{hook}:{type(exc).__name__}"
+    now = time.monotonic()
     with _failures_lock:
-        first = key not in _failures
-        _failures.add(key)
-    if first:
+        seen = _failures.get(key)
+        if seen is None:
+            _failures[key] = [now, 0]
+        else:
+            seen[1] += 1
+            if now - seen[0] < 3600:
+                return
+            repeats, seen[0], seen[1] = seen[1], now, 0
+    if seen is None:
         _internal.report(f"the Celery integration failed in {hook}; the task goes on untracked there", exc)
     else:
-        _log.log(logging.ERROR, f"celery-fail:{key}", "taskreport: the Celery integration failed in %s again: %s",
-                 hook, exc)
+        logger.error("taskreport: the Celery integration failed in %s %d more time(s) within the hour: %s",
+                     hook, repeats, exc)
 
 
 def _guarded(hook: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
@@ -640,17 +654,15 @@ def _prerun(sender: Any = None, task_id: Any = None, task: Any = None, args: Any
 
 
 def _start(run: _Run) -> None:
-    _runs[run.celery_id] = run
     run.scope = (_run_var.set(run), use_task(run.handle))
     run.scope[1].__enter__()
 
 
 @_guarded("task_postrun")
 def _postrun(sender: Any = None, task_id: Any = None, **_: Any) -> None:
-    run = _runs.get(task_id) if isinstance(task_id, str) else None
-    if run is None or _run_var.get() is not run:
+    run = _this_run(task_id)
+    if run is None:
         return
-    _runs.pop(run.celery_id, None)
     token, scope = run.scope
     try:
         scope.__exit__(None, None, None)
@@ -664,7 +676,7 @@ def _postrun(sender: Any = None, task_id: Any = None, **_: Any) -> None:
 @_guarded("task_success")
 def _success(sender: Any = None, **_: Any) -> None:
     request = getattr(sender, "request", None)
-    run = _runs.get(getattr(request, "id", None) or "")
+    run = _this_run(getattr(request, "id", None))
     if run is None or run.ended:
         return
     run.ended = True
@@ -674,7 +686,7 @@ def _success(sender: Any = None, **_: Any) -> None:
 
 @_guarded("task_retry")
 def _retry(sender: Any = None, request: Any = None, reason: Any = None, **_: Any) -> None:
-    run = _runs.get(getattr(request, "id", None) or "")
+    run = _this_run(getattr(request, "id", None))
     if run is None or run.ended:
         return  # the retry's publication said it all (or an eager retry already ran to its end)
     run.ended = True
@@ -691,7 +703,7 @@ def _retry(sender: Any = None, request: Any = None, reason: Any = None, **_: Any
 def _failure(sender: Any = None, task_id: Any = None, exception: Any = None, **_: Any) -> None:
     if not isinstance(task_id, str):
         return
-    run = _runs.get(task_id)
+    run = _this_run(task_id)
     if run is not None:
         if run.ended:
             return
@@ -884,8 +896,8 @@ def _connect() -> None:
 
 
 def _forget_runs_after_fork() -> None:
-    _runs.clear()
     _received.clear()
+    _retrying.clear()
 
 
 if hasattr(os, "register_at_fork"):
