@@ -12,6 +12,7 @@ tasks are reported.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from typing import Any
@@ -51,15 +52,17 @@ def _make_app(broker: str, backend: str, queue: str, *, beat: bool = False) -> C
         worker_hijack_root_logger=False,
         broker_transport_options={"visibility_timeout": 600},
     )
+    # not shared: several apps live in one test process, and shared tasks would register in each of them
+    task = functools.partial(app.task, shared=False)
     if beat:
         app.conf.beat_schedule = {"every-second": {"task": "tr.add", "schedule": 1.0, "args": (20, 22)}}
 
-    @app.task(name="tr.add")
+    @task(name="tr.add")
     def add(x: int, y: int) -> int:
         taskreport.current_task().update(value=x + y)  # type: ignore[union-attr]
         return x + y
 
-    @app.task(name="tr.progress")
+    @task(name="tr.progress")
     def progress(n: int) -> int:
         task = taskreport.current_task()
         assert task is not None
@@ -69,11 +72,11 @@ def _make_app(broker: str, backend: str, queue: str, *, beat: bool = False) -> C
             pass
         return n
 
-    @app.task(name="tr.fail")
+    @task(name="tr.fail")
     def fail(message: str) -> None:
         raise ValueError(message)
 
-    @app.task(name="tr.flaky", bind=True, max_retries=3)
+    @task(name="tr.flaky", bind=True, max_retries=3)
     def flaky(self: Any, failures: int, countdown: float = 0.0) -> str:
         if self.request.retries < failures:
             try:
@@ -83,17 +86,17 @@ def _make_app(broker: str, backend: str, queue: str, *, beat: bool = False) -> C
         taskreport.current_task().update(value=self.request.retries)  # type: ignore[union-attr]
         return "ok"
 
-    @app.task(name="tr.sleep")
+    @task(name="tr.sleep")
     def sleep(seconds: float) -> str:
         taskreport.current_task().update(data={"pid": os.getpid()})  # type: ignore[union-attr]
         time.sleep(seconds)
         return "slept"
 
-    @app.task(name="tr.soft", soft_time_limit=0.5, time_limit=5)
+    @task(name="tr.soft", soft_time_limit=0.5, time_limit=5)
     def soft(seconds: float) -> None:
         time.sleep(seconds)
 
-    @app.task(name="tr.soft_caught", soft_time_limit=0.5, time_limit=5)
+    @task(name="tr.soft_caught", soft_time_limit=0.5, time_limit=5)
     def soft_caught(seconds: float) -> str:
         try:
             time.sleep(seconds)
@@ -101,17 +104,17 @@ def _make_app(broker: str, backend: str, queue: str, *, beat: bool = False) -> C
             return "cleaned up"
         return "in time"
 
-    @app.task(name="tr.hard", time_limit=1)
+    @task(name="tr.hard", time_limit=1)
     def hard(seconds: float) -> None:
         taskreport.current_task().update(data={"pid": os.getpid()})  # type: ignore[union-attr]
         time.sleep(seconds)
 
-    @app.task(name="tr.total")
+    @task(name="tr.total")
     def total(values: list[int]) -> int:
         taskreport.current_task().update(value=sum(values))  # type: ignore[union-attr]
         return sum(values)
 
-    @app.task(name="tr.canvas")
+    @task(name="tr.canvas")
     def canvas(kind: str, n: int) -> str:
         """Publishes a group, chain or chord of ``tr.add`` from inside a tracked task."""
         if kind == "group":
@@ -122,23 +125,23 @@ def _make_app(broker: str, backend: str, queue: str, *, beat: bool = False) -> C
             result = chord((add.s(i, i) for i in range(n)), total.s()).apply_async()
         return str(result.id)
 
-    @app.task(name=UNTRACKED)
+    @task(name=UNTRACKED)
     def untracked() -> str:
         return "untracked"
 
-    @app.task(name="tr.optin", taskreport={"tags": {"team": "billing"}, "value_max": 7})
+    @task(name="tr.optin", taskreport={"tags": {"team": "billing"}, "value_max": 7})
     def optin() -> None:
         pass
 
-    @app.task(name="tr.base", base=TrackedTask)
+    @task(name="tr.base", base=TrackedTask)
     def based() -> None:
         pass
 
-    @app.task(name="tr.faulty")
+    @task(name="tr.faulty")
     def faulty() -> str:
         return "still done"
 
-    @app.task(name="tr.noop")
+    @task(name="tr.noop")
     def noop() -> None:
         pass
 

@@ -220,3 +220,29 @@ def status_is(*statuses: str) -> Callable[[taskreport.TaskRecord], bool]:
 
 def ended() -> Callable[[taskreport.TaskRecord], bool]:
     return status_is("success", "error", "cancelled")
+
+
+@contextlib.contextmanager
+def postgres_schema() -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a schema of this test's own, dropped afterwards."""
+    need("PostgreSQL", ("127.0.0.1", 5432))
+    psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed (pip install 'taskreport[postgres]')")
+    dsn = os.environ.get("TASKREPORT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+    schema = f"tr_celery_{secrets.token_hex(6)}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    sep = "&" if "?" in dsn else "?"
+    try:
+        yield f"{dsn}{sep}options=-csearch_path%3D{schema}&application_name={schema}"
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+                         (schema,))
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def server_has_refs(url: str) -> bool:
+    """Whether the server answers as ours (task references and the batch operation)."""
+    import requests
+
+    return "refs" in requests.get(f"{url}/api/ping/", timeout=5).headers.get("X-Taskreport-Features", "")

@@ -113,8 +113,9 @@ class CeleryIntegration(Integration):
       kwargs)`` may return the ``(args, kwargs)`` to record instead, or None to record none.
     - ``heartbeat``: seconds between touches while a task runs; the task's ``stale_timeout`` becomes twice
       that, so the service marks a task whose worker died ``stale``.
-    - ``retry_id_timeout``: against a service without task references, how long a retry may wait for the
-      service's id of its task, which the next attempt needs to find it (the default is 5 s).
+    - ``stock_id_timeout``: against a service without task references (or while that is not known yet), a
+      task is found by its id only; a retry waits at most this long for the id of its own task, and a
+      publication from inside a task for the id of its parent, if that id is not known yet (5 s by default).
     """
 
     identifier = "celery"
@@ -129,7 +130,7 @@ class CeleryIntegration(Integration):
         max_args_size: int = 1024,
         redact_args: Redactor | None = None,
         heartbeat: float | None = None,
-        retry_id_timeout: float = 5.0,
+        stock_id_timeout: float = 5.0,
     ) -> None:
         if not isinstance(auto_track, bool):
             raise ValidationError(f"must be True or False, not {auto_track!r}.", attr="auto_track")
@@ -148,7 +149,7 @@ class CeleryIntegration(Integration):
         self.max_args_size = max_args_size
         self.redact_args = redact_args
         self.heartbeat = _seconds(heartbeat, "heartbeat")
-        self.retry_id_timeout = _seconds(retry_id_timeout, "retry_id_timeout") or 5.0
+        self.stock_id_timeout = _seconds(stock_id_timeout, "stock_id_timeout") or 5.0
         #: per task name: the task's own options (None: not tracked); computed once
         self._decisions: dict[str, _Options | None] = {}
         self.probe_started = False
@@ -496,14 +497,18 @@ def _before_publish(sender: Any = None, body: Any = None, exchange: Any = None, 
     decided, parent = _parent_here()
     if not decided:
         parent = current_task() or _env_parent()
+    refs = _refs_known()
     if parent is not None:
         header["parent"] = parent.ref
-        if parent.id is not None:
-            header["parent_id"] = parent.id
+        parent_id = parent.id
+        if parent_id is None and refs is not True:
+            # without references the worker can name the parent by its id only (once per parent)
+            parent_id = parent.wait_id(integration.stock_id_timeout)
+        if parent_id is not None:
+            header["parent_id"] = parent_id
     beat = _beat_entry.get()
     if beat is not None:
         header["beat"] = beat
-    refs = _refs_known()
     if refs is None:
         _probe(integration)
     if refs is True:
@@ -572,7 +577,7 @@ def _publish_retry(integration: CeleryIntegration, run: _Run, headers: dict[str,
     task_id = run.handle.id
     if task_id is None and _refs_known() is not True:
         # a service without references finds the task by id only: the next attempt must know it
-        task_id = run.handle.wait_id(integration.retry_id_timeout)
+        task_id = run.handle.wait_id(integration.stock_id_timeout)
     if task_id is not None:
         header["id"] = task_id
     headers[HEADER] = header
@@ -581,7 +586,7 @@ def _publish_retry(integration: CeleryIntegration, run: _Run, headers: dict[str,
 
     client = current_client()
     if client is not None:
-        client.flush(integration.retry_id_timeout)
+        client.flush(integration.stock_id_timeout)
 
 
 # -- the worker: a pool child runs the task ----------------------------------------------------------------
