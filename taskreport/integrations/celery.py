@@ -45,7 +45,7 @@ from .._context import current_task, use_task
 from .._errors import ValidationError
 from .._ratelog import RateLimitedLog
 from .._refs import REF_PATTERN
-from .._task import Task, exception_data
+from .._task import DisabledTask, Task, exception_data
 from .._validation import validate_task
 from . import DidNotEnable, Integration, require
 
@@ -315,6 +315,14 @@ def _integration() -> CeleryIntegration | None:
     if client is None:
         return None
     return client.integration(CeleryIntegration)
+
+
+def _reporting_off() -> bool:
+    """Reporting is switched off in a process whose client was made with this integration."""
+    from .._client import current_client
+
+    client = current_client()
+    return client is not None and client.disabled and CeleryIntegration.identifier in client.integrations
 
 
 def _env_parent() -> Task | None:
@@ -594,7 +602,12 @@ def _publish_retry(integration: CeleryIntegration, run: _Run, headers: dict[str,
 def _prerun(sender: Any = None, task_id: Any = None, task: Any = None, args: Any = None, kwargs: Any = None,
             **_: Any) -> None:
     integration = _integration()
-    if integration is None or task is None or not isinstance(task_id, str):
+    if task is None or not isinstance(task_id, str):
+        return
+    if integration is None:
+        if _reporting_off():
+            # code that reports on current_task() keeps working, on a task that does nothing
+            _start(_Run(task_id, DisabledTask(task.name), None, {}, time.time()))
         return
     request = task.request
     earlier = _retrying.pop(task_id, None)
