@@ -104,8 +104,8 @@ def taskbadger_python(given: str | None, workdir: Path) -> tuple[str | None, str
     if made.returncode != 0:
         return None, f"could not make a virtualenv: {made.stderr.strip()[-200:]}"
     python = str(venv / "bin" / "python")
-    pip = subprocess.run([python, "-m", "pip", "install", "-q", "taskbadger==2.6.*", "celery>=5.3", "redis", "packaging"],
-                         capture_output=True, text=True)
+    packages = ["taskbadger==2.6.*", "celery>=5.3", "redis", "packaging"]
+    pip = subprocess.run([python, "-m", "pip", "install", "-q", *packages], capture_output=True, text=True)
     if pip.returncode != 0:
         return None, f"pip install taskbadger failed: {pip.stderr.strip()[-300:]}"
     return python, "installed here"
