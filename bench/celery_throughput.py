@@ -33,7 +33,7 @@ from taskreport.integrations.celery import CeleryIntegration  # noqa: E402
 
 
 def one_round(setup: Setup, workdir: Path, tasks: int, concurrency: int, tracked: bool, db: int) -> float:
-    extra = {} if tracked else {"TASKREPORT_DISABLED": "1"}
+    extra = {"TR_CELERY_RECORD_ARGS": "0"} if tracked else {"TASKREPORT_DISABLED": "1"}
     worker = Worker(setup, workdir / f"worker-{time.monotonic_ns()}.log", "-P", "prefork", "-c", str(concurrency),
                     **extra)
     try:

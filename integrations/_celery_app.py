@@ -27,7 +27,8 @@ UNTRACKED = "tr.untracked"
 
 
 def integration(heartbeat: float | None = None) -> CeleryIntegration:
-    return CeleryIntegration(auto_track=True, excludes=[UNTRACKED], record_args=True, heartbeat=heartbeat)
+    record_args = os.environ.get("TR_CELERY_RECORD_ARGS", "1") == "1"
+    return CeleryIntegration(auto_track=True, excludes=[UNTRACKED], record_args=record_args, heartbeat=heartbeat)
 
 
 _apps: dict[tuple[str, str, str, bool], Celery] = {}

@@ -274,7 +274,7 @@ class TrackedTask(celery.Task):  # type: ignore[misc, name-defined]
 class _Run:
     """One Celery task being run by this process (a pool child, or the caller in eager mode)."""
 
-    __slots__ = ("__weakref__", "celery_id", "ended", "handle", "header", "parent", "scope", "started")
+    __slots__ = ("__weakref__", "beats", "celery_id", "ended", "handle", "header", "parent", "scope", "started")
 
     def __init__(self, celery_id: str, handle: Task, parent: Task | None, header: dict[str, Any],
                  started: float) -> None:
@@ -286,6 +286,8 @@ class _Run:
         self.started = started
         self.ended = False
         self.scope: Any = None
+        #: the record has a heartbeat to stop at the end
+        self.beats = False
 
 
 #: the Celery task this context runs (a pool child's task, or an eager task)
@@ -666,9 +668,11 @@ def _prerun(sender: Any = None, task_id: Any = None, task: Any = None, args: Any
         if decided:
             create["parent"] = parent
         handle = Task.create(title, ref=ref, **create)
+    run = _Run(task_id, handle, parent, header, started)
     if options.heartbeat is not None:
         handle.heartbeat(options.heartbeat)
-    _start(_Run(task_id, handle, parent, header, started))
+        run.beats = True
+    _start(run)
 
 
 def _start(run: _Run) -> None:
@@ -687,7 +691,7 @@ def _postrun(sender: Any = None, task_id: Any = None, **_: Any) -> None:
     finally:
         with contextlib.suppress(ValueError):
             _run_var.reset(token)
-    if not run.ended:
+    if run.beats:
         run.handle.heartbeat(None)
 
 
@@ -698,7 +702,6 @@ def _success(sender: Any = None, **_: Any) -> None:
     if run is None or run.ended:
         return
     run.ended = True
-    run.handle.heartbeat(None)
     run.handle.success()
 
 
@@ -726,7 +729,6 @@ def _failure(sender: Any = None, task_id: Any = None, exception: Any = None, **_
         if run.ended:
             return
         run.ended = True
-        run.handle.heartbeat(None)
         request = getattr(sender, "request", None)
         data = _failure_data(sender, request, exception)
         run.handle.error(exception if isinstance(exception, BaseException) else None, data=data)
