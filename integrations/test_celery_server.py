@@ -72,7 +72,7 @@ def test_a_worker_reports_to_the_server(server: LiveServer, database: int, tmp_p
             (pending,) = records(ok.id)  # made at publish
             assert (pending.status.value, pending.parent) == ("pending", web.id)
         record = wait_for(ok.id, status_is("success"))
-        assert (record.value, record.parent) == (4, web.id) and record.time_to_start >= 0.9
+        assert (record.value, record.parent) == (4, web.id) and record.time_to_start >= 0.5
         assert wait_for(retried.id, status_is("success")).data["retries"] == 1
         assert wait_for(failed.id, status_is("error")).data["message"] == "http"
         assert wait_for(early.id, ended()).status.value == "cancelled"
@@ -133,7 +133,7 @@ def test_against_a_stock_server_nothing_is_made_twice_or_lost(server: LiveServer
         assert taskreport.flush(5)
         assert records(later.id) == []  # nothing at publish: the worker makes the record when it starts
         record = wait_for(later.id, status_is("success"))
-        assert (record.value, record.parent) == (7, web.id) and 0.9 <= record.time_to_start < 10
+        assert (record.value, record.parent) == (7, web.id) and 0.5 <= record.time_to_start < 10
         assert wait_for(failed.id, status_is("error")).data["message"] == "stock"
         record = wait_for(retried.id, status_is("success"))
         assert record.data["retries"] == 2 and record.value == 2
