@@ -60,7 +60,7 @@ def test_one_thousand_celery_tasks_one_record_each(tmp_path: Path) -> None:
                 open_ = [r for r in tasks if r.status.value not in ("success", "error", "cancelled")]
                 if (len(tasks) >= 1001 and not open_) or time.monotonic() > deadline:
                     break
-                time.sleep(0.5)
+                time.sleep(1.0)
         finally:
             worker.stop()
 

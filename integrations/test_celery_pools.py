@@ -67,7 +67,7 @@ def test_max_tasks_per_child_1_loses_nothing(database: int, tmp_path: Path) -> N
     try:
         setup.init_publisher(flush_interval=0.1)
         app = _celery_app.make_app(setup.broker, setup.backend, setup.queue)
-        results = [app.tasks["tr.add"].delay(i, i) for i in range(12)]
+        results = [app.tasks["tr.add"].delay(i, i) for i in range(6)]
         for i, result in enumerate(results):
             record = wait_for(result.id, status_is("success"))
             assert record.value == 2 * i and record.time_to_start is not None

@@ -590,6 +590,8 @@ def _publish_retry(integration: CeleryIntegration, run: _Run, headers: dict[str,
         task_id = run.handle.wait_id(integration.stock_id_timeout)
     if task_id is not None:
         header["id"] = task_id
+    if _refs_known() is True:
+        header["refs"] = True
     headers[HEADER] = header
     # the next attempt may start at once in another process: this state must land before its start
     from .._client import current_client
