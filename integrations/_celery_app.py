@@ -166,7 +166,7 @@ def _configure_from_environment() -> Celery | None:
 
 def _inject_fault() -> None:
     """A bug inside the integration, for one task: creating its record raises."""
-    from taskreport.integrations import celery as integration_module
+    from taskreport.integrations.celery import _worker as integration_module
 
     real = integration_module.Task.create
 
