@@ -24,11 +24,14 @@ import taskreport
 from taskreport.integrations.celery import CeleryIntegration, TrackedTask
 
 UNTRACKED = "tr.untracked"
+#: never tracked either: ``tr.add`` without reporting, for benchmarks
+PLAIN = "tr.add_plain"
 
 
 def integration(heartbeat: float | None = None) -> CeleryIntegration:
     record_args = os.environ.get("TR_CELERY_RECORD_ARGS", "1") == "1"
-    return CeleryIntegration(auto_track=True, excludes=[UNTRACKED], record_args=record_args, heartbeat=heartbeat)
+    return CeleryIntegration(auto_track=True, excludes=[UNTRACKED, PLAIN], record_args=record_args,
+                             heartbeat=heartbeat)
 
 
 _apps: dict[tuple[str, str, str, bool], Celery] = {}
@@ -61,6 +64,10 @@ def _make_app(broker: str, backend: str, queue: str, *, beat: bool = False) -> C
     @task(name="tr.add")
     def add(x: int, y: int) -> int:
         taskreport.current_task().update(value=x + y)  # type: ignore[union-attr]
+        return x + y
+
+    @task(name=PLAIN)
+    def add_plain(x: int, y: int) -> int:
         return x + y
 
     @task(name="tr.progress")
