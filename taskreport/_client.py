@@ -16,13 +16,14 @@ from typing import Any, TypeVar
 
 from . import _context, _task
 from ._config import Config, resolve
+from ._delivery import Settings
 from ._errors import ConfigurationError, ValidationError
 from ._integration import Integration
 from ._integration import setup as setup_integrations
 from ._models import ActionRecord, TaskRecord
 from ._pending import Entry, Pending
 from ._refs import is_ref, new_ref
-from ._sender import Sender, Settings
+from ._sender import Sender
 from ._status import RUNNING, TERMINAL
 from ._task import DisabledTask, Task, check_client_status
 from ._transport import PageResult, Transport
@@ -87,6 +88,8 @@ class Client:
         self.sender = Sender(self.pending, self.transport, delivery_settings(config, threaded))
         self.integrations = setup_integrations(integrations)
         self._env_parent: Task | None = _UNSET
+        #: why reporting is off, when a configuration was refused (said again by every call that needs it)
+        self.disabled_reason: str | None = None
 
     def __repr__(self) -> str:
         return f"<taskreport.Client {self.transport!r}{' disabled' if self.disabled else ''}>"
@@ -250,7 +253,7 @@ class Client:
 
     def _check_enabled(self) -> None:
         if self.disabled:
-            raise ConfigurationError("taskreport is disabled (TASKREPORT_DISABLED is set)")
+            raise ConfigurationError(self.disabled_reason or "taskreport is disabled (TASKREPORT_DISABLED is set)")
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def flush(self, timeout: float = 5.0) -> bool:
@@ -346,6 +349,7 @@ def get_client() -> Client:
                 # nobody called init(): a broken environment or config file must not break the user's code
                 logger.error("taskreport: reporting is off for this process: %s", exc)
                 _client = Client(Config(disabled=True))
+                _client.disabled_reason = f"reporting is off for this process: {exc}"
             client = _client
         else:
             return _client

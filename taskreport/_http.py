@@ -41,7 +41,7 @@ logger = logging.getLogger("taskreport")
 
 _TIME_FIELDS = ("start_time", "end_time")
 #: operations per batch request, and the bytes a request body stays under (the server's default limit is 1 MiB)
-BATCH_OPS = 500
+BATCH_OPS = 1000
 BATCH_BYTES = 768 * 1024
 #: concurrent connections for one-request-per-change delivery (a server without the batch operation)
 PARALLEL = 4
@@ -63,6 +63,9 @@ def check_url(url: str, allow_insecure_http: bool) -> None:
     """Refuse a URL the HTTP stack could read differently from us, and a token in clear text anywhere but
     this machine unless told to."""
     if "://" not in url:
+        if url.startswith(("/", "./", "../", "~")) or url.endswith((".db", ".sqlite", ".sqlite3")):
+            raise ConfigurationError(f"{url!r} is not a URL: for a store file, use sqlite://{url} "
+                                     "(or leave the URL out for the default store)")
         raise ConfigurationError(f"{url!r} is not a URL: did you mean http://{url} (or https://{url})?")
     if any(c in url for c in "\\ \t\r\n") or any(ord(c) < 32 or ord(c) == 127 for c in url):
         raise ConfigurationError(f"refusing the URL {url!r}: it contains a backslash, a space or a control character")
@@ -145,6 +148,7 @@ class HttpTransport:
         self.max_backoff = max_backoff
         #: whether the service has the batch operation and task references; None until a send tells
         self.refs: bool | None = None
+        self.max_ops = BATCH_OPS
         self._token = token
         self._local = threading.local()
         self._pool: Any = None

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ._errors import TaskReportError, TransportError, ValidationError
-from ._store import Scope, Store, Tx, open_store
+from ._store import Scope, Store, Tx, bulk_qualifies, open_store
 from ._transport import Op, PageResult, Row
 
 
@@ -76,32 +76,47 @@ class LocalTransport:
             yield tx, scope
 
     refs: bool | None = True
+    #: a round's changes in one transaction, however many: no request size to keep under
+    max_ops = 100_000
 
     def send(self, ops: Sequence[Op]) -> list[Row | TaskReportError]:
-        results: list[Row | TaskReportError] = []
-        # one transaction for the whole round; a bad op is rolled back alone with a savepoint
+        results: list[Row | TaskReportError | None] = [None] * len(ops)
+        # one transaction for the whole round: progress of known tasks in bulk, every other op on its own,
+        # a bad one rolled back alone with a savepoint
         with self._tx() as (tx, scope):
+            bulk = [(i, op) for i, op in enumerate(ops)
+                    if op.kind == "update" and op.task_id is not None and bulk_qualifies(op.fields)]
+            if bulk:
+                written = tx.update_values(scope, [(str(op.task_id), op.fields) for _, op in bulk])
+                for i, op in bulk:
+                    if op.task_id in written:
+                        results[i] = {"id": op.task_id, "ref": op.ref}
             for i, op in enumerate(ops):
-                tx.cur.execute(f"SAVEPOINT op{i}")
-                try:
-                    if op.kind == "create":
-                        row = tx.create_task(scope, op.fields, idempotency_key=op.ref, parent_ref=op.parent_ref)
-                    elif op.task_id is not None:
-                        row = tx.update_task(scope, op.task_id, op.fields)
-                    else:
-                        assert op.ref is not None
-                        row = tx.update_task_by_ref(scope, op.ref, op.fields, parent_ref=op.parent_ref)
-                except TaskReportError as exc:
-                    tx.cur.execute(f"ROLLBACK TO SAVEPOINT op{i}")
-                    results.append(exc)
-                except _data_errors() as exc:
-                    # the database refuses this op's data (it always will): drop it, keep the others
-                    tx.cur.execute(f"ROLLBACK TO SAVEPOINT op{i}")
-                    results.append(ValidationError(f"the store refused it: {type(exc).__name__}: {exc}"))
-                else:
-                    results.append({"id": row["id"], "ref": row.get("ref")})
-                tx.cur.execute(f"RELEASE SAVEPOINT op{i}")
-        return results
+                if results[i] is None:
+                    results[i] = self._apply(tx, scope, i, op)
+        return [r for r in results if r is not None]
+
+    @staticmethod
+    def _apply(tx: Tx, scope: Scope, i: int, op: Op) -> Row | TaskReportError:
+        tx.cur.execute(f"SAVEPOINT op{i}")
+        try:
+            if op.kind == "create":
+                row = tx.create_task(scope, op.fields, idempotency_key=op.ref, parent_ref=op.parent_ref)
+            elif op.task_id is not None:
+                row = tx.update_task(scope, op.task_id, op.fields)
+            else:
+                assert op.ref is not None
+                row = tx.update_task_by_ref(scope, op.ref, op.fields, parent_ref=op.parent_ref)
+        except TaskReportError as exc:
+            tx.cur.execute(f"ROLLBACK TO SAVEPOINT op{i}")
+            return exc
+        except _data_errors() as exc:
+            # the database refuses this op's data (it always will): drop it, keep the others
+            tx.cur.execute(f"ROLLBACK TO SAVEPOINT op{i}")
+            return ValidationError(f"the store refused it: {type(exc).__name__}: {exc}")
+        finally:
+            tx.cur.execute(f"RELEASE SAVEPOINT op{i}")
+        return {"id": row["id"], "ref": row.get("ref")}
 
     def create_task(self, fields: Mapping[str, Any], idempotency_key: str | None = None) -> Row:
         with self._tx() as (tx, scope):

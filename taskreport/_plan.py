@@ -18,7 +18,7 @@ from ._errors import ValidationError
 from ._pending import Entry
 from ._ratelog import RateLimitedLog
 from ._transport import Op
-from ._validation import validate_actions, validate_task_field
+from ._validation import INT64_MAX, validate_actions, validate_task_field
 
 logger = logging.getLogger("taskreport")
 
@@ -46,6 +46,9 @@ class Planner:
         """Validated fields; an invalid one is logged and left out, never sent and never raised."""
         clean: dict[str, Any] = {}
         for key, value in fields.items():
+            if key == "value" and type(value) is int and 0 <= value <= INT64_MAX:
+                clean[key] = value  # progress, by far the commonest field: checked here without a call
+                continue
             try:
                 clean[key] = validate_actions(value) if key == "actions" else validate_task_field(key, value)
             except ValidationError as exc:
@@ -68,11 +71,17 @@ class Planner:
         create has not been answered yet, on a server without references)."""
         now: list[Planned] = []
         later: list[tuple[Entry, dict[str, Any], bool]] = []
+        pid = os.getpid()
+        creates = False
         for entry, raw, backlog in items:
             if entry.failed:
                 continue
-            fields = self.clean(entry, raw)
-            if entry.creates:
+            value = raw.get("value")
+            # progress alone, the commonest change, has nothing else to check
+            progress_only = len(raw) == 1 and type(value) is int and 0 <= value <= INT64_MAX
+            fields = raw if progress_only else self.clean(entry, raw)
+            if entry.pid == pid and not entry.acked:  # entry.creates, without a getpid() per task
+                creates = True
                 if not self._create(entry, fields, backlog, refs, now, later):
                     continue
             elif refs:
@@ -88,7 +97,7 @@ class Planner:
                     "yet, and this service has no task references: its updates from here are dropped "
                     "(call task.wait_id() before forking to avoid this)", entry.ref,
                 )
-        if refs:
+        if refs and creates:
             # parents first, then children, then updates: a child's parent then exists when it arrives
             now.sort(key=_order)
         return now, later
@@ -117,7 +126,12 @@ class Planner:
         body = dict(birth)
         parent_ref = None
         parent = entry.parent
-        if parent is not None:
+        if parent is not None and parent.failed and parent.id is None:
+            self.log.log(
+                logging.WARNING, "parent",
+                "taskreport: task %s is sent without its parent %s, which the service refused", entry.ref, parent.ref,
+            )
+        elif parent is not None:
             if parent.id is not None:
                 body["parent"] = parent.id
             elif refs:

@@ -79,8 +79,11 @@ def record_of(entry: Entry, fields: dict[str, Any]) -> Record:
 
 
 def entries_of(records: list[Record]) -> list[tuple[Entry, dict[str, Any]]]:
-    """Entries (and their changes) that deliver spooled records through the normal path."""
+    """Entries (and their changes) that deliver spooled records through the normal path. A parent spooled
+    with its child is linked to it, so that the child can follow it with its id where ids are needed."""
     out: list[tuple[Entry, dict[str, Any]]] = []
+    by_ref: dict[str, Entry] = {}
+    parents: list[tuple[Entry, str]] = []
     for record in records:
         ref = record.get("ref")
         if not is_ref(ref):
@@ -98,9 +101,12 @@ def entries_of(records: list[Record]) -> list[tuple[Entry, dict[str, Any]]]:
             entry.birth = create
         parent_ref = record.get("parent_ref")
         if is_ref(parent_ref) and not record.get("parent_id"):
-            entry.parent = Entry(str(parent_ref), {}, born_here=False)
+            parents.append((entry, str(parent_ref)))
+        by_ref[entry.ref] = entry
         update = record.get("update")
         out.append((entry, dict(update) if isinstance(update, dict) else {}))
+    for entry, parent_ref in parents:
+        entry.parent = by_ref.get(parent_ref) or Entry(parent_ref, {}, born_here=False)
     return out
 
 

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from ._counting import counted, total_of
 from ._errors import ConfigurationError, ValidationError
 from ._models import TaskRecord
 from ._pending import Entry, Pending
@@ -120,8 +121,9 @@ class Task:
         """A handle on a task known by its reference (``task.ref`` in another process), without any I/O.
 
         Updates go to that task by reference, whether or not its creator's create has reached the service
-        yet. ``name`` is used if this process's update arrives first; ``id``, if known, lets a service that
-        has no references (a stock server of the API) find the task.
+        yet. ``id``, if known, lets a service that has no references (a stock server of the API) find the
+        task; ``name`` names the task this process must create there when it can't (and is what ``task.name``
+        says here meanwhile).
         """
         return _provider().attach(ref, name=name, task_id=id)
 
@@ -230,17 +232,18 @@ class Task:
         pending = self._pending
         if pending.closed:
             pending = self._current()
-        entry = self._entry
         with pending.lock:
             self._view["value"] = value
-            changes = pending.changes.get(entry)
-            added = changes is None
-            if added:
-                changes = pending.admit(entry)
+            changes = pending.changes.get(self._entry)
+            if changes is not None:
+                changes["value"] = value
+                pending.merged += 1
+                return
+            changes = pending.admit(self._entry)
             if changes is not None:
                 changes["value"] = value
             pending.merged += 1
-        if added and pending.on_change is not None:
+        if pending.on_change is not None:
             pending.on_change(False)
 
     def increment(self, n: int = 1) -> None:
@@ -273,9 +276,7 @@ class Task:
     def iter(self, iterable: Iterable[_T], total: int | None = None) -> Iterator[_T]:
         """Iterate ``iterable``, adding each item to the value; ``total`` (default ``len(iterable)``) is added
         to ``value_max``. Costs a few ns per item: the value is published every so often and at the end."""
-        from ._progress import iterate
-
-        return iterate(self, iterable, total)
+        return counted(self, iterable, total_of(iterable, total), None)
 
     def _merge(self, fields: dict[str, Any]) -> None:
         if self._strict:
@@ -400,7 +401,8 @@ class DisabledTask(Task):
     __slots__ = ()
 
     def __init__(self, name: str = "") -> None:
-        super().__init__(_DISABLED, Entry("disabled-task-000000", {"name": name}, born_here=False))
+        # no reference: nothing may name this task in another process (an empty ref is not a valid one)
+        super().__init__(_DISABLED, Entry("", {"name": name}, born_here=False))
 
     def update(self, value: Any = _UNSET, **fields: Any) -> None:
         pass
@@ -413,6 +415,9 @@ class DisabledTask(Task):
 
     def wait_id(self, timeout: float | None = None) -> str | None:
         return None
+
+    def iter(self, iterable: Iterable[_T], total: int | None = None) -> Iterator[_T]:
+        return iter(iterable)
 
 
 _DISABLED = Pending(max_pending=0)

@@ -46,6 +46,8 @@ class Transport(Protocol):
 
     #: whether the place knows task references: True, False, or None until the first send tells
     refs: bool | None
+    #: the most operations one send should carry (delivery settles them together)
+    max_ops: int
 
     def send(self, ops: Sequence[Op]) -> list[Row | TaskReportError]:
         """Deliver ops in order, one result each (a row with at least ``id``, or the error). No retries

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -20,6 +21,8 @@ INT64_MAX = 2**63 - 1
 EPOCH_MIN = -62135596800.0
 EPOCH_MAX = 253402300799.0
 INT32_MAX = 2**31 - 1
+#: a task reference: 16 to 64 characters that survive any header, URL or environment variable as they are
+REF_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,64}")
 
 #: Fields a client may write on a task.
 TASK_FIELDS = (
@@ -44,6 +47,26 @@ TASK_READ_ONLY = frozenset(
 )
 
 
+def valid_text(field: str, value: str) -> str:
+    """``value`` if it is valid Unicode text. A lone surrogate (JSON ``"\\udfff"``, or a str decoded with
+    ``surrogateescape``) can be neither stored nor sent as UTF-8."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = value[exc.start : exc.start + 1].encode("unicode_escape").decode()
+        raise ValidationError(
+            f"must be valid text: {bad} at position {exc.start} is a lone surrogate.", attr=field, code="invalid"
+        ) from None
+    return value
+
+
+def validate_ref(value: Any, attr: str = "ref") -> str:
+    """A task reference: a string of 16-64 characters from ``[A-Za-z0-9_-]``."""
+    if not isinstance(value, str) or not REF_PATTERN.fullmatch(value):
+        raise ValidationError("must be 16-64 letters, digits, '-' or '_'.", attr=attr, code="invalid")
+    return value
+
+
 def _string(field: str, value: Any, *, min_len: int = 0, max_len: int = 255, nullable: bool = False) -> Any:
     if value is None and nullable:
         return None
@@ -58,7 +81,7 @@ def _string(field: str, value: Any, *, min_len: int = 0, max_len: int = 255, nul
     if "\x00" in value:
         # PostgreSQL text can't hold NUL: refused here rather than as a server error on every retry
         raise ValidationError("may not contain NUL characters.", attr=field, code="null_characters_not_allowed")
-    return value
+    return valid_text(field, value)
 
 
 def _integer(field: str, value: Any, *, lo: int, hi: int, nullable: bool) -> int | None:
@@ -91,11 +114,18 @@ def _check_keys(field: str, value: Any) -> None:
 
 
 def check_json(field: str, value: Any) -> Any:
-    """``value`` if it serialises to strict JSON (no NaN, string keys); ValidationError otherwise."""
+    """``value`` if it serialises to strict JSON of valid text (no NaN, string keys, no lone surrogate);
+    ValidationError otherwise."""
     try:
-        json.dumps(value, allow_nan=False)
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError, RecursionError) as exc:
         raise ValidationError(f"must be JSON-serialisable: {exc}.", attr=field) from None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(
+            "must be valid text: a string in it holds a lone surrogate.", attr=field, code="invalid"
+        ) from None
     _check_keys(field, value)
     return value
 
@@ -113,7 +143,7 @@ def _timestamp(field: str, value: Any) -> float | None:
         return None
     try:
         epoch = parse_timestamp(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ValidationError(
             f"must be a datetime or an ISO 8601 string, not {value!r}.", attr=field, code="invalid"
         ) from None
@@ -128,7 +158,7 @@ def _duration(field: str, value: Any) -> float | None:
         return None
     try:
         seconds = float(value) if not isinstance(value, bool) else math.nan
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         seconds = math.nan
     if not math.isfinite(seconds) or seconds < 0:
         raise ValidationError(f"must be a number of seconds, not {value!r}.", attr=field)
@@ -226,3 +256,35 @@ def validate_actions(value: Any) -> list[dict[str, Any]]:
     if not isinstance(value, list):
         raise ValidationError("must be a list of actions.", attr="actions")
     return [validate_action(item, partial=False, prefix=f"actions.{i}.") for i, item in enumerate(value)]
+
+
+def _texts(to: Any) -> list[str]:
+    if isinstance(to, str):
+        return [to]
+    if isinstance(to, list) and all(isinstance(item, str) for item in to):
+        return list(to)
+    raise ValueError("to must be an address or a list of addresses")
+
+
+def parse_recipients(to: Any) -> list[str]:
+    """The addresses in ``to`` (an address, a list of them, or a header-style list ``"a@x, B <b@y>"``), as
+    ``email.utils.getaddresses`` reads them. ValueError if anything in it is not a plain ``local@domain``:
+    a list that a mail server might read differently from this check (``"x@evil; ops@ok"``) is refused."""
+    import email.utils  # here, not at import: the client imports this module, and rarely sends email
+
+    texts = _texts(to)
+    if not texts:
+        raise ValueError("no address")
+    for text in texts:
+        if any(ord(c) < 32 or ord(c) == 127 for c in text):
+            raise ValueError(f"{text!r} holds a control character")
+    parsed = email.utils.getaddresses(texts)
+    addresses: list[str] = []
+    for _name, address in parsed:
+        local, at, domain = address.rpartition("@")
+        if not at or not local or not domain or "@" in local or any(c in address for c in " ,;<>\"'()[]\\"):
+            raise ValueError(f"{', '.join(texts)!r} is not a list of plain addresses (local@domain)")
+        addresses.append(address)
+    if not addresses:
+        raise ValueError("no address")
+    return addresses

@@ -65,7 +65,7 @@ def start_server(store_url: str, **settings: Any) -> tuple[LiveServer, Callable[
     import uvicorn
 
     from taskreport.cli._serve import bind_socket
-    from taskreport.server import ServerSettings, create_app
+    from taskreport.server import ServerSettings, create_app, uvicorn_config
 
     sock = bind_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
@@ -82,7 +82,7 @@ def start_server(store_url: str, **settings: Any) -> tuple[LiveServer, Callable[
     with app.store.transaction() as tx:
         tx.ensure_project("acme", "web")
         token = tx.create_token("acme", name="fixture")
-    config = uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False)
+    config = uvicorn_config(app, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -285,3 +285,22 @@ def test_an_end_after_shutdown_is_spooled_for_the_next_process(isolated: Path) -
     assert done.returncode == 0 and "delivered 1" in done.stdout, done.stderr
     record = taskreport.get_task(t.id)
     assert (record.value, record.status) == (9, Status.SUCCESS)
+
+
+def test_a_disabled_task_has_no_reference_to_hand_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKREPORT_DISABLED", "1")
+    taskreport.shutdown()
+    t = taskreport.Task.create("off")
+    assert t.ref == ""
+    monkeypatch.delenv("TASKREPORT_DISABLED")
+    taskreport.shutdown()
+    with pytest.raises(ValidationError):  # where reporting is on, nothing can attach to it
+        taskreport.Task.attach(t.ref)
+
+
+def test_a_refused_configuration_says_why_when_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKREPORT_URL", "http://203.0.113.9:8000")  # plain HTTP to another machine
+    taskreport.shutdown()
+    taskreport.Task.create("not reported").success()  # the user's code goes on
+    with pytest.raises(taskreport.ConfigurationError, match="plain HTTP"):
+        taskreport.list_tasks()

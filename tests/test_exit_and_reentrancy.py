@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -89,3 +90,34 @@ def test_a_reporting_log_handler_sees_records_from_the_sender_thread(caplog: pyt
         logging.getLogger("taskreport").removeHandler(handler)
     assert seen and sink.data == {"logs": len(seen)}
 
+
+
+def test_flush_from_a_handler_on_the_librarys_own_records_returns(caplog: pytest.LogCaptureFixture) -> None:
+    taskreport.init(flush_interval=0.05)
+    results: list[bool] = []
+
+    class Flushing(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            results.append(taskreport.flush(1))  # on the sender's own thread: must not wait for itself
+
+    handler = Flushing()
+    logging.getLogger("taskreport").addHandler(handler)
+    try:
+        taskreport.Task.create("bad").update(value="not a number")  # refused on the sender thread, which logs
+        assert taskreport.flush(5)
+    finally:
+        logging.getLogger("taskreport").removeHandler(handler)
+    assert results and results[0] is False
+
+
+def test_a_process_that_reports_nothing_leaves_the_spool_alone(isolated: Path) -> None:
+    spool = isolated / "spool"
+    spool.mkdir(parents=True)
+    left = spool / "1.000000-1-0123456789ab-00000000.json"
+    left.write_text('{"version": 2, "target": "elsewhere", "records": []}')
+    done = run_script("""
+        import taskreport
+        list(taskreport.list_tasks())   # a client, and no task of its own
+    """)
+    assert done.returncode == 0, done.stderr
+    assert [p.name for p in spool.iterdir()] == [left.name]

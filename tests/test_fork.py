@@ -168,3 +168,16 @@ def test_multiprocessing_child_that_makes_its_own_client_delivers() -> None:
     proc.join(20)
     assert proc.exitcode == 0
     assert [t.name for t in taskreport.list_tasks()] == ["mp-7"]
+
+
+def test_a_forked_childs_stats_are_its_own() -> None:
+    taskreport.init(flush_interval=30)
+    for i in range(5):
+        taskreport.Task.create(f"parent-{i}").success()
+    assert taskreport.flush(10) and taskreport.stats()["requests"] >= 5
+
+    def child() -> int:
+        stats = taskreport.stats()
+        return 0 if stats["requests"] == 0 and stats["merged"] == 0 else 1
+
+    assert run_in_child(child) == 0

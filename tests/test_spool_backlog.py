@@ -110,7 +110,11 @@ def test_a_large_backlog_never_starves_the_process_that_claims_it(sqlite_server:
     assert {f"mine-{i}" for i in range(3)} <= set(delivered)  # its own tasks went first
     left = [r["create"]["name"] for r in spool_records(isolated)]  # type: ignore[index]
     old_delivered = [n for n in delivered if n.startswith("old-")]
-    assert sorted(left + old_delivered) == sorted(f"old-{i}" for i in range(5000))  # each in one place only
+    assert set(left) | set(old_delivered) == {f"old-{i}" for i in range(5000)}  # none lost
+    assert len(left) == len(set(left)) and len(old_delivered) == len(set(old_delivered))  # no copies
+    # only what was on its way at the exit (one chunk at most) may be both delivered and kept: a replay of it
+    # is harmless (a create by reference is made once)
+    assert len(set(left) & set(old_delivered)) <= 1000
     assert not any(n.startswith("mine-") for n in left)
 
 

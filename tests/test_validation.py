@@ -15,8 +15,11 @@ from taskreport._validation import (
     INT64_MAX,
     TASK_FIELDS,
     TASK_READ_ONLY,
+    parse_recipients,
+    valid_text,
     validate_action,
     validate_actions,
+    validate_ref,
     validate_task,
     validate_task_field,
 )
@@ -383,3 +386,78 @@ def test_data_with_non_string_keys_is_rejected() -> None:
     # {1: "a"} would come back from the service as {"1": "a"}; {1: "a", "1": "b"} loses a key
     err = _invalid({"data": {"outer": {1: "a", "1": "b"}}})
     assert err.attr == "data"
+
+
+# -- invalid text, huge numbers, references, recipients (issue 10) ---------------------------------------------
+LONE = "\udfff"
+
+
+@pytest.mark.parametrize(
+    ("fields", "attr"),
+    [
+        ({"name": LONE}, "name"),
+        ({"queue": f"q{LONE}"}, "queue"),
+        ({"external_id": LONE}, "external_id"),
+        ({"parent": LONE}, "parent"),
+        ({"tags": {"env": f"p{LONE}"}}, "tags.env"),
+        ({"data": {"note": LONE}}, "data"),
+        ({"data": {LONE: 1}}, "data"),
+        ({"data": [1, [f"x{LONE}"]]}, "data"),
+        # what a str decoded with surrogateescape holds (a file name read from a bad byte)
+        ({"name": b"caf\xe9".decode("utf-8", "surrogateescape")}, "name"),
+        ({"actions": [{"trigger": "success", "integration": "email", "config": {"x": LONE}}]}, "actions.0.config"),
+    ],
+)
+def test_a_lone_surrogate_is_refused_before_it_is_sent(fields: dict[str, Any], attr: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        validate_task(fields, partial=True)
+    assert info.value.attr == attr and "surrogate" in info.value.detail
+
+
+def test_valid_text_passes_whole_pairs_and_emoji() -> None:
+    fields = validate_task({"name": "caf\u00e9 \U0001f600", "data": {"\U0001f600": "\u2603"}}, partial=False)
+    assert fields["name"] == "caf\u00e9 \U0001f600"
+    assert valid_text("x", "plain") == "plain"
+
+
+@pytest.mark.parametrize("field", ["start_time", "end_time", "time_to_start"])
+@pytest.mark.parametrize("value", [10**400, -(10**400), 2**1024])
+def test_a_time_too_large_for_a_float_is_a_validation_error(field: str, value: int) -> None:
+    with pytest.raises(ValidationError) as info:
+        validate_task({field: value}, partial=True)
+    assert info.value.attr == field
+
+
+@pytest.mark.parametrize("ref", ["a" * 16, "A-b_c" * 4, "x" * 64, "0123456789abcdef"])
+def test_valid_refs(ref: str) -> None:
+    assert validate_ref(ref) == ref
+
+
+@pytest.mark.parametrize("ref", ["a" * 15, "x" * 65, "has space in it!", "caf\u00e9-0123456789ab", None, 17, "a/b" * 6])
+def test_invalid_refs_name_the_attr(ref: Any) -> None:
+    with pytest.raises(ValidationError) as info:
+        validate_ref(ref, "parent_ref")
+    assert info.value.attr == "parent_ref"
+
+
+@pytest.mark.parametrize(
+    ("to", "addresses"),
+    [
+        ("ops@example.com", ["ops@example.com"]),
+        (["a@example.com", "b@example.org"], ["a@example.com", "b@example.org"]),
+        ("a@example.com, B <b@example.org>", ["a@example.com", "b@example.org"]),
+        ('"x@evil.example" <ops@example.com>', ["ops@example.com"]),
+    ],
+)
+def test_recipients_are_parsed_as_mail_software_parses_them(to: Any, addresses: list[str]) -> None:
+    assert parse_recipients(to) == addresses
+
+
+@pytest.mark.parametrize(
+    "to",
+    ["x@evil.example; ops@example.com", "a@b@example.com", "nobody", "", [], None, 7, ["ok@example.com", 3],
+     "a@example.com\r\nBcc: x@evil.example"],
+)  # fmt: skip
+def test_recipients_that_do_not_parse_plainly_are_refused(to: Any) -> None:
+    with pytest.raises(ValueError):
+        parse_recipients(to)

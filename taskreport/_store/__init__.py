@@ -18,6 +18,8 @@ What a :class:`Tx` offers:
 - actions (``_actions``): ``list_actions``, ``create_action(..., idempotency_key=K)``, ``get_action``,
   ``update_action``, ``cancel_action``;
 - accounts (``_accounts``): organizations, projects, users, tokens, webhook secrets;
+- the outbox of action firings (``_outbox``): ``has_due_firings``, ``claim_firings``, ``record_attempt``;
+- progress in bulk (``_bulk``): ``update_values(scope, [(id, {"value": n}), ...])`` for many tasks at once;
 - ``savepoint()``: a block that, if it raises, is undone alone while the transaction goes on.
 
 ``fields`` are validated first (:mod:`taskreport._validation`); every operation raises
@@ -30,15 +32,19 @@ import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from . import _bulk
 from ._accounts import AccountOps, TokenInfo
 from ._actions import ActionOps
 from ._db import Cursor, Database, Row, dialect_for
 from ._listing import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_TAG_FILTERS, ListingOps
 from ._migrations import LATEST as SCHEMA_VERSION
 from ._migrations import migrate
+from ._outbox import OutboxOps
 from ._passwords import check_password, hash_password, hash_token
-from ._rows import Page, Scope, TaskRow
+from ._rows import Page, Scope, TaskRow, scrub
 from ._tasks import TaskOps
+
+bulk_qualifies = _bulk.qualifies
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
@@ -52,19 +58,25 @@ __all__ = [
     "TaskRow",
     "TokenInfo",
     "Tx",
+    "bulk_qualifies",
     "check_password",
     "hash_password",
     "hash_token",
     "open_store",
+    "scrub",
 ]
 
 
-class Tx(TaskOps, ListingOps, ActionOps, AccountOps):
+class Tx(TaskOps, ListingOps, ActionOps, AccountOps, OutboxOps):
     """Every store operation, bound to one open transaction."""
 
     def __init__(self, cur: Cursor) -> None:
         self.cur = cur
         self._savepoints = itertools.count()
+
+    def update_values(self, scope: Scope, items: list[tuple[str, dict[str, object]]]) -> set[str]:
+        """Progress in bulk (see ``_bulk``): writes the items that qualify, returns their ids."""
+        return _bulk.update_values(self.cur, scope, items)
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:

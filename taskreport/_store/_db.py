@@ -302,6 +302,14 @@ class Cursor:
     def execute(self, query: str, params: Sequence[Any] = ()) -> Any:
         return self.conn.execute(self.dialect.sql(query), tuple(params))
 
+    def executemany(self, query: str, params: Sequence[Sequence[Any]]) -> int:
+        """Run one statement for each set of parameters; returns the rows they changed in all."""
+        if self.dialect.name == "sqlite":
+            return int(self.conn.executemany(self.dialect.sql(query), params).rowcount)
+        with self.conn.cursor() as cur:
+            cur.executemany(self.dialect.sql(query), params)
+            return int(cur.rowcount)
+
     def one(self, query: str, params: Sequence[Any] = ()) -> Row | None:
         row = self.execute(query, params).fetchone()
         return None if row is None else dict(row)

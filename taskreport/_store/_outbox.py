@@ -6,51 +6,59 @@ forward with a compare-and-set: only the process whose UPDATE matched delivers i
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from ._db import Cursor, Row
+from ._rows import load_json
 
 
-def has_due_firings(cur: Cursor, now: float) -> bool:
-    """Cheap enough for a read transaction, so that an idle poll never takes SQLite's write lock."""
-    return bool(
-        cur.scalar("SELECT 1 FROM action_firings WHERE state = 'pending' AND next_attempt <= ? LIMIT 1", (now,))
-    )
+def list_firings(cur: Cursor, action_id: int | None = None) -> list[Row]:
+    """Firings, oldest first (for tests and the admin CLI)."""
+    if action_id is None:
+        return cur.all("SELECT * FROM action_firings ORDER BY id")
+    return cur.all("SELECT * FROM action_firings WHERE action_id = ? ORDER BY id", (action_id,))
 
 
-def claim_firings(cur: Cursor, now: float, *, lease: float, limit: int = 20) -> list[Row]:
-    """Pending firings that are due, with their action's integration and config, leased for ``lease`` s."""
-    rows = cur.all(
-        "SELECT f.id, f.action_id, f.point, f.payload, f.attempts, f.next_attempt, a.integration, a.config"
-        " FROM action_firings f JOIN actions a ON a.id = f.action_id"
-        " WHERE f.state = 'pending' AND f.next_attempt <= ? ORDER BY f.next_attempt, f.id LIMIT ?",
-        (now, limit),
-    )
-    claimed: list[Row] = []
-    for row in rows:
-        taken = cur.execute(
-            "UPDATE action_firings SET next_attempt = ?, updated = ? WHERE id = ? AND state = 'pending'"
-            " AND next_attempt = ?",
-            (now + lease, now, row["id"], row["next_attempt"]),
+class OutboxOps:
+    cur: Cursor
+
+    def has_due_firings(self, now: float) -> bool:
+        """Cheap enough for a read transaction, so that an idle poll never takes SQLite's write lock."""
+        return bool(
+            self.cur.scalar(
+                "SELECT 1 FROM action_firings WHERE state = 'pending' AND next_attempt <= ? LIMIT 1", (now,)
+            )
         )
-        if taken.rowcount == 1:
-            row["payload"] = json.loads(row["payload"])
-            row["config"] = None if row["config"] is None else json.loads(row["config"])
-            claimed.append(row)
-    return claimed
+
+    def claim_firings(self, now: float, *, lease: float, limit: int = 20) -> list[Row]:
+        """Pending firings that are due, with their action's integration and config and the task's project,
+        leased for ``lease`` seconds."""
+        rows = self.cur.all(
+            "SELECT f.id, f.action_id, f.point, f.payload, f.attempts, f.next_attempt, a.integration, a.config,"
+            " t.project_id FROM action_firings f JOIN actions a ON a.id = f.action_id JOIN tasks t ON t.id = f.task_id"
+            " WHERE f.state = 'pending' AND f.next_attempt <= ? ORDER BY f.next_attempt, f.id LIMIT ?",
+            (now, limit),
+        )
+        claimed: list[Row] = []
+        for row in rows:
+            taken = self.cur.execute(
+                "UPDATE action_firings SET next_attempt = ?, updated = ? WHERE id = ? AND state = 'pending'"
+                " AND next_attempt = ?",
+                (now + lease, now, row["id"], row["next_attempt"]),
+            )
+            if taken.rowcount == 1:
+                row["payload"] = load_json(row["payload"])
+                row["config"] = load_json(row["config"])
+                claimed.append(row)
+        return claimed
+
+    def record_attempt(self, firing: Row, now: float, *, error: str | None, retry_at: float | None) -> None:
+        """Record one delivery attempt. ``error`` None: delivered; else retried at ``retry_at``, or failed for
+        good when that is None, which also marks the action ``failed: <error>``."""
+        _record_attempt(self.cur, firing, now, error=error, retry_at=retry_at)
 
 
-def record_attempt(
-    cur: Cursor,
-    firing: Row,
-    now: float,
-    *,
-    error: str | None,
-    retry_at: float | None,
-) -> None:
-    """Record one delivery attempt. ``error`` None: delivered; else retried at ``retry_at``, or failed for
-    good when that is None, which also marks the action ``failed: <error>``."""
+def _record_attempt(cur: Cursor, firing: Row, now: float, *, error: str | None, retry_at: float | None) -> None:
     attempts = int(firing["attempts"]) + 1
     if error is None:
         state, next_attempt = "delivered", now
@@ -74,10 +82,3 @@ def record_attempt(
     else:
         return
     cur.execute(query, params)
-
-
-def list_firings(cur: Cursor, action_id: int | None = None) -> list[Row]:
-    """Firings, oldest first (for tests and the admin CLI)."""
-    if action_id is None:
-        return cur.all("SELECT * FROM action_firings ORDER BY id")
-    return cur.all("SELECT * FROM action_firings WHERE action_id = ? ORDER BY id", (action_id,))

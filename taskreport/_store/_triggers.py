@@ -24,6 +24,7 @@ from typing import Any
 
 from .._errors import ValidationError
 from .._status import VALUES as STATUS_VALUES
+from .._validation import parse_recipients
 from ._db import Cursor, Row
 
 EVENTS = frozenset({"max_runtime_exceeded"})
@@ -88,8 +89,12 @@ def check_action(fields: dict[str, Any], *, prefix: str = "") -> None:
             raise ValidationError('a webhook needs {"url": "https://..."} in its config.', attr=f"{prefix}config")
     elif integration == "email":
         to = config.get("to") if isinstance(config, dict) else None
-        if not to or not isinstance(to, (str, list)):
-            raise ValidationError('an email action needs {"to": "address"} in its config.', attr=f"{prefix}config")
+        try:
+            parse_recipients(to)
+        except ValueError as exc:
+            raise ValidationError(
+                f'an email action needs {{"to": "address"}} in its config: {exc}.', attr=f"{prefix}config"
+            ) from None
     else:
         raise ValidationError(
             f"{integration!r} is not supported: use {' or '.join(INTEGRATIONS)}.", attr=f"{prefix}integration"

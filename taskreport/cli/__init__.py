@@ -19,6 +19,7 @@ __all__ = ["COMMANDS", "main"]
 
 _TASKS, _SETUP, _SERVICE = "Tasks", "Setup", "Service"
 COMMANDS = {
+    "run": Lazy("taskreport.cli._run:run", "Run a command and report it as a task.", _TASKS),
     "list": Lazy("taskreport.cli._tasks:list_cmd", "List tasks, newest first.", _TASKS),
     "get": Lazy("taskreport.cli._tasks:get_cmd", "Show one task.", _TASKS),
     "watch": Lazy("taskreport.cli._watch:watch", "Show live progress bars until the tasks end.", _TASKS),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -10,8 +11,8 @@ from typing import Any
 import click
 
 from .._config import DEFAULT_PROJECT, LOCAL_ORGANIZATION
-from .._errors import TaskReportError
-from .._store import Store, open_store
+from .._errors import NotFound, TaskReportError
+from .._store import Store, Tx, open_store
 from ._serve import default_db
 
 
@@ -38,15 +39,44 @@ def admin(ctx: click.Context, db: str | None) -> None:
     ctx.obj = {"db": db}
 
 
+def _existing_organization(tx: Tx, organization: str) -> None:
+    """A ClickException with the command that makes it, for an organization that does not exist (a typo
+    must not make a new, empty organization)."""
+    try:
+        tx.organization_id(organization)
+    except NotFound:
+        raise click.ClickException(
+            f"no organization {organization!r}: create it first with 'taskreport admin create-project {organization}'"
+        ) from None
+
+
+def _password() -> str:
+    """Prompted twice on a terminal; else one line of standard input (a script or a pipe)."""
+    if sys.stdin.isatty():
+        return str(click.prompt("Password", hide_input=True, confirmation_prompt=True))
+    line = sys.stdin.readline()
+    if not line.strip():
+        raise click.UsageError("no password: give --password, or one line on standard input")
+    return line.rstrip("\r\n")
+
+
 @admin.command("create-user")
 @click.argument("username")
 @click.option("--org", "organization", default=LOCAL_ORGANIZATION, show_default=True)
-@click.password_option(envvar="TASKREPORT_ADMIN_PASSWORD", help="At least 8 characters [prompted].")
+@click.option(
+    "--password",
+    envvar="TASKREPORT_ADMIN_PASSWORD",
+    help="At least 8 characters [prompted on a terminal, else read as one line from standard input].",
+)
 @click.pass_context
-def create_user(ctx: click.Context, username: str, organization: str, password: str) -> None:
+def create_user(ctx: click.Context, username: str, organization: str, password: str | None) -> None:
     """Create a user in an organization; they log in with POST /api/authenticate/."""
-    with _store(ctx) as store, store.transaction() as tx:
-        user_id = tx.create_user(username, password, organization)
+    with _store(ctx) as store:
+        with store.transaction(write=False) as tx:
+            _existing_organization(tx, organization)
+        password = _password() if password is None else password
+        with store.transaction() as tx:
+            user_id = tx.create_user(username, password, organization)
     click.echo(f"created user {username!r} (id {user_id}) in organization {organization!r}")
 
 
@@ -70,12 +100,12 @@ def create_project(ctx: click.Context, organization: str, project: str, name: st
 def create_token(ctx: click.Context, organization: str, username: str | None, name: str) -> None:
     """Issue an API token for an organization. It is printed once; the database keeps only a hash."""
     with _store(ctx) as store, store.transaction() as tx:
+        _existing_organization(tx, organization)
         user_id = None
         if username is not None:
-            row = tx.cur.one("SELECT id FROM users WHERE username = ?", (username,))
-            if row is None:
+            user_id = tx.user_id(username)
+            if user_id is None:
                 raise click.ClickException(f"no user {username!r}")
-            user_id = int(row["id"])
         key = tx.create_token(organization, user_id=user_id, name=name)
     click.echo(key)
 
@@ -94,7 +124,8 @@ def rotate_token(ctx: click.Context, token_id: int) -> None:
 @click.argument("token_id", type=int)
 @click.pass_context
 def revoke_token(ctx: click.Context, token_id: int) -> None:
-    """Revoke a token. Servers stop accepting it within their token cache time (5 s by default)."""
+    """Revoke an active token (an unknown or revoked one fails). Servers stop accepting it within their token
+    cache time (5 s by default)."""
     with _store(ctx) as store, store.transaction() as tx:
         tx.revoke_token(token_id)
     click.echo(f"revoked token {token_id}")
@@ -113,9 +144,33 @@ def list_tokens(ctx: click.Context, organization: str | None) -> None:
     """List tokens: id, organization, key prefix, name, created and revoked times. Keys are never shown."""
     with _store(ctx) as store, store.transaction(write=False) as tx:
         rows = tx.list_tokens(organization)
-    click.echo(f"{'ID':>4}  {'ORGANIZATION':<16} {'PREFIX':<12} {'NAME':<16} {'CREATED':<16}  REVOKED")
-    for row in rows:
-        click.echo(
-            f"{row['id']:>4}  {row['organization']:<16} {row['prefix'] + '...':<12} {row['name'] or '-':<16} "
-            f"{_when(row['created']):<16}  {_when(row['revoked'])}"
-        )
+    header = ("ID", "ORGANIZATION", "PREFIX", "NAME", "CREATED", "REVOKED")
+    table = [header] + [
+        (str(r["id"]), r["organization"], f"{r['prefix']}...", r["name"] or "-", _when(r["created"]),
+         _when(r["revoked"]))
+        for r in rows
+    ]  # fmt: skip
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    for line in table:
+        # the id right-aligned, the rest left-aligned, each column as wide as its widest cell
+        pairs = enumerate(zip(line, widths, strict=True))
+        cells = [cell.rjust(width) if i == 0 else cell.ljust(width) for i, (cell, width) in pairs]
+        click.echo("  ".join(cells).rstrip())
+
+
+@admin.command("webhook-secret")
+@click.argument("organization")
+@click.argument("project", default=DEFAULT_PROJECT)
+@click.option("--rotate", is_flag=True, help="Replace the secret (receivers must then be given the new one).")
+@click.pass_context
+def webhook_secret(ctx: click.Context, organization: str, project: str, rotate: bool) -> None:
+    """Print the secret a project's webhook deliveries are signed with (Standard Webhooks)."""
+    with _store(ctx) as store, store.transaction() as tx:
+        scope = tx.get_scope(organization, project)
+        if scope is None:
+            raise click.ClickException(
+                f"no project {organization}/{project}: create it with "
+                f"'taskreport admin create-project {organization} {project}'"
+            )
+        secret = tx.webhook_secret(scope.project_id, rotate=rotate)
+    click.echo(secret)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import secrets
 import socket
@@ -10,7 +11,14 @@ from typing import Any
 
 import click
 
-from .._config import DEFAULT_PROJECT, LOCAL_ORGANIZATION, Config, write_config_file
+from .._config import (
+    DEFAULT_PROJECT,
+    LOCAL_ORGANIZATION,
+    Config,
+    config_path,
+    read_config_file,
+    write_config_file,
+)
 from .._errors import ConfigurationError
 from .._http import is_loopback
 
@@ -50,7 +58,7 @@ def bootstrap(
     already had tokens.
     """
     with store.transaction() as tx:
-        if tx.cur.scalar("SELECT COUNT(*) FROM tokens"):
+        if tx.has_tokens():
             return None
         tx.ensure_project(organization, project)
         made = {"organization": organization, "project": project, "username": username}
@@ -69,20 +77,59 @@ def bind_socket(host: str, port: int) -> socket.socket:
     # uvicorn writes a response's headers and body separately; without this the body waits for the
     # client's delayed ACK (~40 ms on Linux) on every keep-alive request
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
     return sock
+
+
+def listen_on(host: str, port: int) -> socket.socket:
+    """The bound socket, or one line saying why not (a busy port names the address and the way out)."""
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        return bind_socket(host, port)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise click.ClickException(
+                f"{shown} is already in use: stop what is using it, or choose another port with --port"
+            ) from None
+        reason = exc.strerror or str(exc)
+        raise click.ClickException(f"cannot listen on {shown}: {reason}") from None
+
+
+def update_config(url: str, values: dict[str, str], write: bool | None) -> str:
+    """Point this machine's config file at the server, as ``--write-config`` says (None: only if it does not
+    point elsewhere already). Returns the line to print."""
+    if write is False:
+        return ""
+    try:
+        current = read_config_file().get("url")
+    except ConfigurationError as exc:
+        return f"  this machine's config file was left alone: {exc}"
+    if write is None and current not in (None, url):
+        return (
+            f"  this machine's config ({config_path()}) points at {current}: left as it is "
+            "(--write-config points it here)"
+        )
+    path = write_config_file({"url": url, **values})
+    return f"  this machine's CLI and library now report to {url} ({path})"
 
 
 def run_server(app: Any, sock: socket.socket, **uvicorn_options: Any) -> None:
     import uvicorn
 
-    config = uvicorn.Config(app, lifespan="on", **uvicorn_options)
-    uvicorn.Server(config).run(sockets=[sock])
+    from ..server import uvicorn_config
+
+    uvicorn.Server(uvicorn_config(app, **uvicorn_options)).run(sockets=[sock])
 
 
 @click.command()
 @click.option("--host", envvar="TASKREPORT_SERVE_HOST", default="127.0.0.1", show_default=True, help="Address to bind.")
-@click.option("--port", envvar="TASKREPORT_SERVE_PORT", type=int, default=8000, show_default=True)
+@click.option(
+    "--port", envvar="TASKREPORT_SERVE_PORT", type=click.IntRange(0, 65535), default=8000, show_default=True
+)
 @click.option(
     "--db",
     envvar="TASKREPORT_SERVE_DB",
@@ -108,9 +155,9 @@ def run_server(app: Any, sock: socket.socket, **uvicorn_options: Any) -> None:
 @click.option(
     "--write-config/--no-write-config",
     envvar="TASKREPORT_SERVE_WRITE_CONFIG",
-    default=True,
-    show_default=True,
-    help="On a new database, point this machine's config file at the server.",
+    default=None,
+    help="On a new database, point this machine's config file at the server [default: unless it points "
+    "at another server already].",
 )
 @click.option("--rate-limit", envvar="TASKREPORT_SERVE_RATE_LIMIT", help="Per token, e.g. 100/s or 6000/minute.")
 @click.option(
@@ -121,14 +168,49 @@ def run_server(app: Any, sock: socket.socket, **uvicorn_options: Any) -> None:
     help="POST /api/authenticate/ attempts per client address, e.g. 5/minute; 'off' for none.",
 )
 @click.option(
-    "--token-cache-seconds", envvar="TASKREPORT_SERVE_TOKEN_CACHE", type=float, default=5.0, show_default=True
+    "--token-cache-seconds",
+    envvar="TASKREPORT_SERVE_TOKEN_CACHE",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
 )
-@click.option("--sweep-interval", envvar="TASKREPORT_SERVE_SWEEP_INTERVAL", type=float, default=30.0, show_default=True)
 @click.option(
-    "--delivery-attempts", envvar="TASKREPORT_SERVE_DELIVERY_ATTEMPTS", type=int, default=5, show_default=True
+    "--sweep-interval",
+    envvar="TASKREPORT_SERVE_SWEEP_INTERVAL",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Seconds between sweeps for stale and over-running tasks; 0 turns the sweeper off.",
 )
 @click.option(
-    "--delivery-backoff", envvar="TASKREPORT_SERVE_DELIVERY_BACKOFF", type=float, default=5.0, show_default=True
+    "--delivery-attempts",
+    envvar="TASKREPORT_SERVE_DELIVERY_ATTEMPTS",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+)
+@click.option(
+    "--delivery-backoff",
+    envvar="TASKREPORT_SERVE_DELIVERY_BACKOFF",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
+)
+@click.option(
+    "--read-timeout",
+    envvar="TASKREPORT_SERVE_READ_TIMEOUT",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="Seconds a request body may stall before the request is answered with 408.",
+)
+@click.option(
+    "--max-batch-ops",
+    envvar="TASKREPORT_SERVE_MAX_BATCH_OPS",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Operations one POST .../tasks/batch/ may hold.",
 )
 @click.option(
     "--allow-private-webhooks",
@@ -142,7 +224,9 @@ def run_server(app: Any, sock: socket.socket, **uvicorn_options: Any) -> None:
     help="Comma-separated domains email actions may send to [default: any address].",
 )
 @click.option("--smtp-host", envvar="TASKREPORT_SERVE_SMTP_HOST", help="SMTP server for email actions.")
-@click.option("--smtp-port", envvar="TASKREPORT_SERVE_SMTP_PORT", type=int, default=25, show_default=True)
+@click.option(
+    "--smtp-port", envvar="TASKREPORT_SERVE_SMTP_PORT", type=click.IntRange(1, 65535), default=25, show_default=True
+)
 @click.option("--smtp-from", envvar="TASKREPORT_SERVE_SMTP_FROM", default="taskreport@localhost", show_default=True)
 @click.option("--smtp-username", envvar="TASKREPORT_SERVE_SMTP_USERNAME")
 @click.option("--smtp-password", envvar="TASKREPORT_SERVE_SMTP_PASSWORD")
@@ -153,7 +237,8 @@ def serve(**opts: Any) -> None:
     """Run the task service (the task API) on this machine.
 
     On a database without tokens it first creates an organization, project, user and token, prints the
-    token once and writes url and token to this machine's config file.
+    token once and writes url and token to this machine's config file (unless that points at another
+    server: --write-config to repoint it).
     """
     try:
         from ..server import RateLimit, ServerSettings, SmtpSettings, create_app
@@ -190,7 +275,7 @@ def serve(**opts: Any) -> None:
             raise click.BadParameter("give at least one domain", param_hint="--email-domains")
     url = local_url(opts["host"], opts["port"], tls)
     base_url = opts["base_url"].rstrip("/") if opts["base_url"] else None
-    sock = bind_socket(opts["host"], opts["port"])
+    sock = listen_on(opts["host"], opts["port"])
     settings = ServerSettings(
         store_url=opts["db"] or default_db(),
         base_url=base_url or (None if opts["host"] in _WILDCARDS else url),
@@ -202,6 +287,8 @@ def serve(**opts: Any) -> None:
         sweep_interval=opts["sweep_interval"],
         delivery_attempts=opts["delivery_attempts"],
         delivery_backoff=opts["delivery_backoff"],
+        read_timeout=opts["read_timeout"],
+        max_batch_ops=opts["max_batch_ops"],
         smtp=smtp,
         allow_private_webhooks=opts["allow_private_webhooks"],
         email_domains=email_domains,
@@ -216,11 +303,10 @@ def serve(**opts: Any) -> None:
         if "password" in made:
             click.echo(f"  password: {made['password']}  (generated; shown only now)")
         click.echo(f"  token:    {made['token']}  (shown only now: the database keeps a hash)")
-        if opts["write_config"]:
-            path = write_config_file(
-                {"url": url, "token": made["token"], "organization": made["organization"], "project": made["project"]}
-            )
-            click.echo(f"  this machine's CLI and library now report to {url} ({path})")
+        values = {"token": made["token"], "organization": made["organization"], "project": made["project"]}
+        note = update_config(url, values, opts["write_config"])
+        if note:
+            click.echo(note)
     click.echo(f"Serving the task API on {url} (store: {app.store!r})", err=True)
     if settings.base_url is None:
         click.echo(

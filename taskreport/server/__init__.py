@@ -4,6 +4,7 @@
 
     from taskreport.server import ServerSettings, create_app
     app = create_app(ServerSettings(store_url="/var/lib/taskreport/tasks.db"))  # any ASGI server runs it
+    uvicorn.Server(uvicorn_config(app, port=8000)).run()      # as `taskreport serve` runs it
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(f"taskreport's server needs {exc.name}: pip install 'taskreport[server]'", name=exc.name) from exc
 
 from ._app import TaskServer, create_app
+from ._protocol import uvicorn_config
 from ._settings import RateLimit, ServerSettings, SmtpSettings
 
-__all__ = ["RateLimit", "ServerSettings", "SmtpSettings", "TaskServer", "create_app"]
+__all__ = ["RateLimit", "ServerSettings", "SmtpSettings", "TaskServer", "create_app", "uvicorn_config"]

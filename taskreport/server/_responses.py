@@ -11,7 +11,7 @@ from typing import Any
 from starlette.responses import Response
 
 from .._errors import TaskReportError
-from .._store import Row
+from .._store import Row, scrub
 from .._timeutil import to_iso
 
 JSON_TYPE = "application/json"
@@ -19,7 +19,12 @@ _TASK_TIMES = ("created", "updated", "start_time", "end_time")
 
 
 def dumps(body: Any) -> bytes:
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        # a lone surrogate, from a row stored before text was checked or echoed in an error: never a 500
+        return json.dumps(scrub(body), separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
@@ -30,10 +35,13 @@ def error_response(exc: TaskReportError, headers: Mapping[str, str] | None = Non
     return json_response(exc.to_body(), exc.status_code or 500, headers)
 
 
-def server_error_response() -> Response:
+def server_error_body() -> dict[str, Any]:
     # never the exception's text: it may hold SQL, paths or secrets
-    body = {"type": "server_error", "errors": [{"code": "error", "detail": "A server error occurred.", "attr": None}]}
-    return json_response(body, 500)
+    return {"type": "server_error", "errors": [{"code": "error", "detail": "A server error occurred.", "attr": None}]}
+
+
+def server_error_response() -> Response:
+    return json_response(server_error_body(), 500)
 
 
 def task_url(base: str, organization: str, project: str, task_id: str) -> str:

@@ -68,6 +68,11 @@ class ServerSettings:
     email_domains: frozenset[str] | None = None
     smtp: SmtpSettings | None = None
     max_body_bytes: int = MAX_BODY_BYTES
+    #: seconds a request's body may pause before the request is answered with a 408 (a body shorter than its
+    #: Content-Length would otherwise hold the request open for ever)
+    read_timeout: float = 30.0
+    #: operations one ``POST .../tasks/batch/`` may hold
+    max_batch_ops: int = 1000
     #: writes committed together at most, by the group-commit writer
     max_batch: int = 256
 

@@ -117,14 +117,12 @@ class Writer:
         outcomes: list[tuple[bool, Any]] = []
         try:
             with self.store.transaction(write=True) as tx:
-                for i, (write, _future, _loop) in enumerate(batch):
-                    tx.cur.execute(f"SAVEPOINT w{i}")
+                for write, _future, _loop in batch:
                     try:
-                        outcomes.append((True, write(tx)))
+                        with tx.savepoint():
+                            outcomes.append((True, write(tx)))
                     except Exception as exc:
-                        tx.cur.execute(f"ROLLBACK TO SAVEPOINT w{i}")
                         outcomes.append((False, exc))
-                    tx.cur.execute(f"RELEASE SAVEPOINT w{i}")
         except Exception as exc:
             # the commit (or a savepoint) failed: nothing in this batch was written
             logger.exception("taskreport server: a batch of %d writes failed", len(batch))

@@ -11,4 +11,5 @@ _TESTS = str(Path(__file__).resolve().parents[1])
 if _TESTS not in sys.path:
     sys.path.insert(0, _TESTS)
 
+from receivers import receiver_factory, smtp_sink  # noqa: E402, F401
 from server_fixtures import *  # noqa: E402, F403

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import http.server
 import ipaddress
-import json
 import socket
-import socketserver
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
+from receivers import SmtpSink
 from server_fixtures import LiveServer
 
 from taskreport._store import open_store
@@ -29,106 +26,6 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
         if value or time.monotonic() > deadline:
             return value
         time.sleep(0.02)
-
-
-class Receiver:
-    """A local webhook receiver answering each POST with the next of ``statuses`` (the last one repeats)."""
-
-    def __init__(self, statuses: list[int]) -> None:
-        self.statuses = statuses
-        self.requests: list[tuple[dict[str, str], Any]] = []
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.requests.append((dict(self.headers), json.loads(body)))
-                index = min(len(receiver.requests), len(receiver.statuses)) - 1
-                self.send_response(receiver.statuses[index])
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook?x=1"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-class SmtpSink:
-    """Just enough of an SMTP server to receive what smtplib sends."""
-
-    def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
-        sink = self
-
-        class Handler(socketserver.StreamRequestHandler):
-            def handle(self) -> None:
-                envelope: dict[str, Any] = {"rcpt": []}
-                self.wfile.write(b"220 localhost test SMTP\r\n")
-                while True:
-                    line = self.rfile.readline()
-                    if not line:
-                        return
-                    command = line.decode().strip()
-                    verb = command.split(" ", 1)[0].upper()
-                    if verb == "DATA":
-                        self.wfile.write(b"354 go ahead\r\n")
-                        data = []
-                        for raw in self.rfile:
-                            if raw in (b".\r\n", b".\n"):
-                                break
-                            data.append(raw.decode())
-                        envelope["data"] = "".join(data)
-                        sink.messages.append(envelope)
-                        envelope = {"rcpt": []}
-                        self.wfile.write(b"250 queued\r\n")
-                    elif verb == "QUIT":
-                        self.wfile.write(b"221 bye\r\n")
-                        return
-                    else:
-                        argument = command.partition(" ")[2]
-                        if verb == "MAIL":
-                            envelope["from"] = argument
-                        elif verb == "RCPT":
-                            envelope["rcpt"].append(argument)
-                        self.wfile.write(b"250 ok\r\n")
-
-        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def receiver_factory() -> Iterator[Callable[[list[int]], Receiver]]:
-    made: list[Receiver] = []
-
-    def make(statuses: list[int]) -> Receiver:
-        made.append(Receiver(statuses))
-        return made[-1]
-
-    yield make
-    for receiver in made:
-        receiver.close()
-
-
-@pytest.fixture
-def smtp_sink() -> Iterator[SmtpSink]:
-    sink = SmtpSink()
-    yield sink
-    sink.close()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -225,8 +122,8 @@ def test_email_is_sent_through_smtp(server_factory: Any, smtp_sink: SmtpSink) ->
     httpx.patch(task["url"], json={"status": "error"}, headers=live.headers())
     assert wait_for(lambda: smtp_sink.messages)
     (message,) = smtp_sink.messages
-    assert message["rcpt"] == ["TO:<a@example.com>", "TO:<b@example.com>"]
-    assert message["from"].startswith("FROM:<tr@example.com>")
+    assert message["rcpt"] == ["to:<a@example.com>", "to:<b@example.com>"]
+    assert message["from"].startswith("from:<tr@example.com>")
     assert "Subject: [taskreport] nightly: error" in message["data"]
     assert task["url"] in message["data"]
 
@@ -412,7 +309,7 @@ def test_email_domains_limit_the_recipients(server_factory: Any, smtp_sink: Smtp
             return sorted(f["state"] for f in list_firings(tx.cur))
 
     assert wait_for(lambda: states() == ["delivered", "failed"])
-    assert [m["rcpt"] for m in smtp_sink.messages] == [["TO:<ops@EXAMPLE.com>"]]
+    assert [m["rcpt"] for m in smtp_sink.messages] == [["to:<ops@EXAMPLE.com>"]]
     statuses = sorted(a["status"] for a in httpx.get(actions_url, headers=live.headers()).json())
     assert statuses == [
         "active",

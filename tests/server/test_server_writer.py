@@ -56,5 +56,5 @@ def test_a_stopped_server_refuses_writes_with_503(sqlite_server: Any) -> None:
     app = sqlite_server.app
     asyncio.run(app.shutdown())
     with pytest.raises(TaskReportError) as raised:
-        asyncio.run(app._write(lambda tx: None))
+        asyncio.run(app.api.write(lambda tx: None))
     assert raised.value.status_code == 503

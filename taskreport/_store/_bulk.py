@@ -1,0 +1,70 @@
+"""Progress in bulk: many tasks' ``value``/``value_max`` written with a few statements.
+
+The commonest write by far is a progress update of a running task. Written one by one (a savepoint, a read,
+an update, a look for actions to fire, a rendered row), 10,000 live tasks cost more than a second of one
+thread's time per round; written here, a round is three statements per 500 tasks and one ``executemany``,
+most of it in SQLite's own C without the GIL. Only writes that can't change anything else qualify: fields
+within ``value``/``value_max`` (no status, so no time rules) to tasks with no live action (so nothing can
+fire). The caller writes every other one the ordinary way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ._db import Cursor
+from ._rows import Scope
+
+#: the fields a bulk write may carry
+FIELDS = frozenset({"value", "value_max"})
+_CHUNK = 500
+
+
+def qualifies(fields: Mapping[str, Any]) -> bool:
+    return bool(fields) and FIELDS.issuperset(fields)
+
+
+def update_values(cur: Cursor, scope: Scope, items: Sequence[tuple[str, Mapping[str, Any]]],
+                  now: float | None = None) -> set[str]:
+    """Write the qualifying ``(task id, fields)`` items; returns the ids of those written. Items of unknown
+    tasks, or of tasks with a live action, are left for the caller (their ids are absent)."""
+    now = time.time() if now is None else now
+    # the project's tasks with a live action: usually none or a few, looked up once for the whole round
+    busy = {
+        row["public_id"]
+        for row in cur.all(
+            "SELECT DISTINCT t.public_id FROM actions a JOIN tasks t ON t.id = a.task_id"
+            " WHERE t.project_id = ? AND a.status <> 'cancelled'",
+            (scope.project_id,),
+        )
+    }
+    by_columns: dict[tuple[str, ...], list[tuple[str, list[Any]]]] = {}
+    for task_id, fields in items:
+        if task_id in busy:
+            continue
+        columns = tuple(sorted(fields))
+        by_columns.setdefault(columns, []).append((task_id, [*(fields[c] for c in columns), now, scope.project_id,
+                                                             task_id]))
+    written: set[str] = set()
+    for columns, rows in by_columns.items():
+        assignments = ", ".join(f"{c} = ?" for c in columns)
+        query = f"UPDATE tasks SET {assignments}, updated = ? WHERE project_id = ? AND public_id = ?"
+        matched = cur.executemany(query, [params for _, params in rows])
+        ids = [task_id for task_id, _ in rows]
+        if matched != len(rows):
+            # some ids are unknown here (rare: a task deleted, an id from elsewhere): keep those that exist
+            ids = _existing(cur, scope, ids)
+        written.update(ids)
+    return written
+
+
+def _existing(cur: Cursor, scope: Scope, ids: list[str]) -> list[str]:
+    found: list[str] = []
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        marks = ", ".join("?" * len(chunk))
+        found += [row["public_id"] for row in cur.all(
+            f"SELECT public_id FROM tasks WHERE project_id = ? AND public_id IN ({marks})", [scope.project_id, *chunk])]
+    return found

@@ -1,0 +1,97 @@
+"""What the endpoints share: settings, the store (reads in the thread pool, writes through the group-commit
+writer), credentials and rate limits, and each request's project."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+from .._config import parse_project_key
+from .._errors import NotFound
+from .._store import Scope, Store, TokenInfo, Tx
+from ._auth import RateLimiter, TokenCache, authentication_failed, token_from_header
+from ._request import Ctx, decode_body, read_body
+from ._settings import ServerSettings
+from ._writer import Writer
+
+T = TypeVar("T")
+
+
+class Api:
+    """The state and helpers every endpoint uses; one per server."""
+
+    def __init__(self, settings: ServerSettings, store: Store, writer: Writer, start: Callable[[], None]) -> None:
+        self.settings = settings
+        self.store = store
+        self.writer = writer
+        self._start = start
+        self.tokens = TokenCache(settings.token_cache_seconds)
+        self.limiter = RateLimiter(settings.rate_limit) if settings.rate_limit else None
+        self.login_limiter = RateLimiter(settings.login_rate_limit) if settings.login_rate_limit else None
+        self._scopes: dict[tuple[str, str], Scope] = {}
+
+    async def read(self, read: Callable[[Tx], T]) -> T:
+        """``read(tx)`` in a read transaction, in the thread pool: reads never wait for the writer."""
+
+        def run() -> T:
+            with self.store.transaction(write=False) as tx:
+                return read(tx)
+
+        return await run_in_threadpool(run)
+
+    async def write(self, write: Callable[[Tx], T]) -> T:
+        """``write(tx)`` in the writer's next batch (a 503 once the server is stopping)."""
+        self._start()
+        return await self.writer.run(write)
+
+    async def authenticate(self, request: Request) -> tuple[TokenInfo, tuple[str, str] | None]:
+        """The credential's token, and the project it is limited to when it is a project key."""
+        key = token_from_header(request.headers.get("authorization"))
+        # a project key is base64 of org/project/token, and never a token: every token starts with "trk_",
+        # whose "_" is not in base64's alphabet, so one lookup is enough either way
+        parsed = parse_project_key(key)
+        key_project = None
+        if parsed is not None:
+            key_project, key = parsed[:2], parsed[2]
+        digest, info = self.tokens.get(key)
+        if info is None:
+            info = await self.read(lambda tx: tx.token_info(key))
+            if info is None:
+                raise authentication_failed()
+            self.tokens.put(digest, info)
+        if self.limiter is not None:
+            self.limiter.check(info.id)
+        return info, key_project
+
+    async def project(self, ctx: Ctx) -> Scope:
+        """The path's project, if the token's organization owns it; 404 alike for every other case, so a
+        token learns nothing about other organizations."""
+        org, project = ctx.params["org"], ctx.params["project"]
+        assert ctx.info is not None
+        if org != ctx.info.organization:
+            raise NotFound("Not found.")
+        if ctx.key_project is not None and ctx.key_project != (org, project):
+            raise NotFound("Not found.")
+        scope = self._scopes.get((org, project))
+        if scope is None:
+            scope = await self.read(lambda tx: tx.get_scope(org, project))
+            if scope is None:
+                raise NotFound("Not found.")
+            self._scopes[(org, project)] = scope
+        return scope
+
+    async def body(self, ctx: Ctx, *, form: bool = False) -> Any:
+        """The request's decoded body (JSON, or with ``form`` an urlencoded form); ``{}`` when empty."""
+        limit, timeout = self.settings.max_body_bytes, self.settings.read_timeout
+        return decode_body(ctx.request, await read_body(ctx.request, limit=limit, timeout=timeout), form=form)
+
+    def forget_tokens(self, digests: list[str]) -> None:
+        for digest in digests:
+            self.tokens.drop(digest)
+
+
+def client_address(request: Request) -> Any:
+    return request.client.host if request.client else ""
