@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import time
@@ -37,7 +38,8 @@ def _continuation(skip: int) -> bool:
     """Whether Celery's own code (a chain's next step, a link, a chord's callback) is publishing, rather than
     the body of the running task: the tracer then called one of its continuations, not the body.
     ``skip``: tracer frames to pass first (an eager task's own)."""
-    frame: Any = sys._getframe(1)
+    here = inspect.currentframe()
+    frame: Any = here.f_back if here is not None else None
     callee: Any = None
     while frame is not None:
         code = frame.f_code
