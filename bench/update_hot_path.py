@@ -34,6 +34,7 @@ N = 1_000_000
 LIVE = 10_000
 THREADS = 16
 PER_THREAD = 20_000
+CREATES = 20_000
 
 
 class Baseline:
@@ -125,12 +126,24 @@ def measure() -> dict[str, float]:
             for _i in range(n):
                 pass
 
+        created: list[Any] = []
+
+        def creates(n: int) -> None:
+            create = taskreport.Task.create
+            for _ in range(n):
+                created.append(create("bench-create"))
+            # a reference to hand on, at once and without I/O (the "before" code has none: it reads None)
+            out["ref_ready"] = float(all(getattr(t, "ref", None) for t in created[-n:]))
+
+        out: dict[str, float] = {}
         empty = per_call(loop, N)
-        out = {
+        out.update({
             "baseline": per_call(baseline, N) - empty,
             "update": per_call(updates, N) - empty,
             "increment": per_call(increments, N) - empty,
-        }
+        })
+        out["create"] = per_call(creates, CREATES) - empty
+        created.clear()
         task.success()
         out["delivered"] = float(taskreport.flush(60))
         taskreport.init(transport=NullTransport(), max_pending=100_000, flush_interval=0.05)
@@ -183,6 +196,8 @@ def main() -> None:
     r_before, r_after = before["update"] / before["baseline"], after["update"] / after["baseline"]
     print(f"{'update / baseline':34} {r_before:15.2f}x {r_after:9.2f}x  -> after/before {r_after / r_before:.2f} "
           "(target <= 1.1)")
+    print(f"{'Task.create(name)':34} {before['create'] / 1000:13.2f} µs {after['create'] / 1000:7.2f} µs"
+          f"  (reference available at once: before {bool(before['ref_ready'])}, now {bool(after['ref_ready'])})")
     print(f"\n{THREADS} threads updating {LIVE:,} live tasks while the flusher delivers them (to a no-op transport):")
     for key, label in (("threads_update", "task.update(value=i)"), ("threads_baseline", "baseline lock+merge")):
         print(f"{label:34} {before[key]:13.1f} ns {after[key]:7.1f} ns")
