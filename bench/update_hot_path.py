@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -157,6 +158,37 @@ def measure() -> dict[str, float]:
     return out
 
 
+COUNTED = """
+import os, sys, tempfile
+os.environ["TASKREPORT_HOME"] = tempfile.mkdtemp()
+import taskreport
+taskreport.init(flush_interval=600)
+t = taskreport.Task.create("counted")
+u = t.update
+for i in range(int(sys.argv[1])):
+    u(value=i)
+os._exit(0)
+"""
+
+
+def instructions(source: Path | None, n: int) -> int:
+    """Instructions the whole process ran (valgrind's callgrind): the same count on a busy machine."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    if source is not None:
+        env["PYTHONPATH"] = str(source)
+    done = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, "-c",
+                           COUNTED, str(n)], env=env, capture_output=True, text=True, check=True,
+                          cwd=source or Path(__file__).resolve().parents[1])
+    line = next(line for line in done.stderr.splitlines() if "Collected" in line)
+    return int(line.split()[-1])
+
+
+def per_update(source: Path | None) -> float:
+    n = 200_000
+    instructions(source, 1000)  # compiles what the runs below import
+    return (instructions(source, n) - instructions(source, 0)) / n
+
+
 def run_at(source: Path | None) -> dict[str, float]:
     env = dict(os.environ)
     if source is not None:
@@ -170,6 +202,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--before", default=WAVE1, help="git revision to compare with")
     parser.add_argument("--rounds", type=int, default=3, help="alternated runs of each side (best kept)")
+    parser.add_argument("--instructions", action="store_true",
+                        help="also count the instructions of one update with valgrind (exact on a busy machine)")
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
@@ -185,6 +219,7 @@ def main() -> None:
         for _ in range(args.rounds):
             runs["before"].append(run_at(Path(tmp)))
             runs["after"].append(run_at(None))
+        counts = (per_update(Path(tmp)), per_update(None)) if args.instructions and shutil.which("valgrind") else None
     before, after = (
         {key: min(r[key] for r in runs[side]) for key in runs[side][0]}
         for side in ("before", "after")
@@ -206,6 +241,9 @@ def main() -> None:
     print(f"{'update / baseline':34} {t_before:15.2f}x {t_after:9.2f}x  -> after/before {t_after / t_before:.2f} "
           "(target <= 1.1)")
     print(f"final state delivered: before {bool(before['delivered'])}, now {bool(after['delivered'])}")
+    if counts is not None:
+        print(f"\ninstructions per task.update(value=i), counted by valgrind: before {counts[0]:,.0f}, now "
+              f"{counts[1]:,.0f} -> after/before {counts[1] / counts[0]:.2f} (target <= 1.1)")
 
 
 if __name__ == "__main__":
