@@ -147,7 +147,7 @@ def measure() -> dict[str, float]:
         created.clear()
         task.success()
         out["delivered"] = float(taskreport.flush(60))
-        taskreport.init(transport=NullTransport(), max_pending=100_000, flush_interval=0.05)
+        taskreport.init(transport=NullTransport(), max_pending=100_000, flush_interval=0.05)  # type: ignore[arg-type]
         live = [taskreport.Task.create(f"live-{i}", status="processing") for i in range(LIVE)]
         taskreport.flush(60)
         shared = threading.Lock()  # one lock for all, as the library has
