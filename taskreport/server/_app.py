@@ -22,6 +22,7 @@ from ._api_batch import BATCH
 from ._api_service import AUTHENTICATE, PING, SCHEMA, USER
 from ._api_tasks import ACTION, ACTIONS, TASK, TASKS
 from ._delivery import Deliverer
+from .dashboard import dashboard_mount
 from ._routing import Resource, build_router
 from ._schema import FEATURES
 from ._settings import ServerSettings
@@ -56,7 +57,7 @@ class TaskServer:
         self.deliverer = Deliverer(self.store, settings, self.delivery_base)
         self.writer = Writer(self.store, max_batch=settings.max_batch, on_commit=self.deliverer.wake)
         self.api = Api(settings, self.store, self.writer, self.start)
-        self.router = build_router(self.api, ROUTES, mounts)
+        self.router = build_router(self.api, ROUTES, [*mounts, dashboard_mount(self)])
         self._sweeper: asyncio.Task[None] | None = None
         self._started = False
         # once shut down, never started again by a late request: its write gets a 503 instead
