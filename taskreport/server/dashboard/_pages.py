@@ -212,7 +212,7 @@ async def task_live(d: Dashboard, request: Request) -> Response:
 
 
 def _sections(module: Any) -> dict[str, str]:
-    return {name: str(getattr(module, name)) for name in ("summary", "timeline", "details", "actions_list",
+    return {name: str(getattr(module, name)()) for name in ("summary", "timeline", "details", "actions_list",
                                                           "children_list") if hasattr(module, name)}  # fmt: skip
 
 
