@@ -42,7 +42,7 @@ def csrf_of(html: str) -> str:
 
 
 def sign_in(base_url: str, username: str = USER, password: str = PASSWORD) -> httpx.Client:
-    client = httpx.Client(base_url=base_url, timeout=10)
+    client = httpx.Client(base_url=base_url, timeout=30)
     page = client.get("/login")
     answer = client.post("/login", data={"csrf": csrf_of(page.text), "username": username, "password": password})
     assert answer.status_code == 303, answer.text

@@ -31,7 +31,7 @@ def page(browser: Any, server: Any) -> Iterator[Any]:  # noqa: F811
     # after the server: closed before it, so that no stream is open when the server stops
     context = browser.new_context(viewport={"width": 1200, "height": 800})
     tab = context.new_page()
-    tab.set_default_timeout(10_000)
+    tab.set_default_timeout(30_000)
     yield tab
     context.close()
 
@@ -41,7 +41,8 @@ def sign_in(page: Any, server: Any, path: str = "/") -> None:
     page.get_by_label("Username").fill(USER)
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(re.compile(r".*/p/acme/web/.*"))
+    # a sign-in costs an scrypt of 128 MiB: slow on purpose, slower still with the suite's other workers
+    page.wait_for_url(re.compile(r".*/p/acme/web/.*"), timeout=30_000)
 
 
 def connected(page: Any) -> None:
@@ -62,7 +63,7 @@ def test_sign_in_with_the_keyboard_and_out(page: Any, server: Any) -> None:
     page.keyboard.press("Tab")
     page.keyboard.type(PASSWORD)
     page.keyboard.press("Enter")
-    page.wait_for_url(re.compile(r".*/p/acme/web/$"))
+    page.wait_for_url(re.compile(r".*/p/acme/web/$"), timeout=30_000)
     assert page.get_by_role("heading", name="Tasks").is_visible()
     cookie = next(c for c in page.context.cookies() if c["name"] == "taskreport_session")
     assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
