@@ -171,6 +171,17 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+#: rows a name search reads per page at most: a page costs the same however rare the name is
+NAME_SCAN = 20_000
+
+
+@dataclasses.dataclass
+class TaskPage(Page):
+    #: a name search that read :data:`NAME_SCAN` rows without filling the page: ``next_cursor`` (or
+    #: ``previous_cursor``) goes on searching from where it stopped
+    partial: bool = False
+
+
 def list_page(
     tx: Any,
     scope: Scope,
@@ -180,41 +191,54 @@ def list_page(
     tag: str = "",
     cursor: str | None = None,
     page_size: int = 50,
-) -> Page:
+) -> TaskPage:
     """Newest first, ``page_size`` summary rows and cursors, with the filters a person types: ``statuses``
     (any of them), ``name`` (the name contains it, case-insensitive) and ``tag`` (``key:value``).
 
-    Each filter has a plan that costs about the same at 100,000 tasks: a status walks its index
-    (project, status, id) newest first, one walk per status merged; a tag walks the tag index
-    (key, value, task id) newest first; a name is tested on rows walked newest first."""
+    Each filter has a plan whose cost does not grow with the project: a status walks its index (project,
+    status, id) newest first, one walk per status, merged; a tag walks the tag index (key, value, task id)
+    newest first; a name is tested on at most :data:`NAME_SCAN` rows walked newest first (a rare name may
+    take several pages' worth of searching, each as quick as the others: ``partial`` says so)."""
     size = max(1, min(int(page_size), MAX_PAGE_SIZE))
     wanted = _statuses(list(statuses)) if statuses else []
     direction, key = decode_cursor(cursor) if cursor else ("n", None)
     newest_first = direction == "n"
+    order = "DESC" if newest_first else "ASC"
     where = ["t.project_id = ?"]
     params: list[Any] = [scope.project_id]
     if key is not None:
         where.append("t.id < ?" if newest_first else "t.id > ?")
         params.append(key)
-    if name:
-        where.append("LOWER(t.name) LIKE ? ESCAPE '\\'")
-        params.append("%" + _escape_like(name.lower()) + "%")
-    order = "DESC" if newest_first else "ASC"
-    source = "tasks t"
+    source, order_by = "tasks t", f"t.id {order}"
     if tag:
         tag_key, tag_value = split_tag(tag)
         # driven by the tag index, in task order: no sort, and it stops at the page's end
-        source = "task_tags g JOIN tasks t ON t.id = g.task_id"
+        source, order_by = "task_tags g JOIN tasks t ON t.id = g.task_id", f"g.task_id {order}"
         where.insert(0, "g.tag_key = ? AND g.tag_value = ?")
         params[:0] = [tag_key, tag_value]
-        order_by = f"g.task_id {order}"
-    else:
-        order_by = f"t.id {order}"
     columns = ", ".join(f"t.{c.strip()}" for c in SUMMARY_COLUMNS.split(","))
     base = f"SELECT {columns} FROM {source} WHERE {' AND '.join(where)}"
-    if wanted and not tag:
+    partial = False
+    if name:
+        window = f"{base} ORDER BY {order_by} LIMIT {NAME_SCAN}"
+        tests = ["LOWER(w.name) LIKE ? ESCAPE '\\'"]
+        extra: list[Any] = ["%" + _escape_like(name.lower()) + "%"]
+        if wanted:
+            tests.append(f"w.status IN ({', '.join('?' * len(wanted))})")
+            extra += wanted
+        rows = tx.cur.all(f"SELECT * FROM ({window}) AS w WHERE {' AND '.join(tests)} ORDER BY w.id {order} LIMIT ?",
+                          [*params, *extra, size + 1])  # fmt: skip
+        if len(rows) <= size:
+            edge = "MIN" if newest_first else "MAX"
+            bounds = tx.cur.one(f"SELECT COUNT(*) AS n, {edge}(w.id) AS edge FROM ({window}) AS w", params)
+            if bounds is not None and bounds["n"] >= NAME_SCAN:
+                partial = True
+                # the search goes on from the last row it read
+                rows.append({"id": bounds["edge"], "_edge": True})
+    elif wanted and not tag:
         # one walk of the status index per status, each stopping at the page's end, merged
-        parts = [f"SELECT * FROM ({base} AND t.status = ? ORDER BY {order_by} LIMIT ?) AS s{i}" for i in range(len(wanted))]
+        parts = [f"SELECT * FROM ({base} AND t.status = ? ORDER BY {order_by} LIMIT ?) AS s{i}"
+                 for i in range(len(wanted))]  # fmt: skip
         query = " UNION ALL ".join(parts) + f" ORDER BY id {order} LIMIT ?"
         all_params: list[Any] = []
         for status in wanted:
@@ -222,17 +246,28 @@ def list_page(
         rows = tx.cur.all(query, [*all_params, size + 1])
     else:
         if wanted:
-            where.append(f"t.status IN ({', '.join('?' * len(wanted))})")
+            base += f" AND t.status IN ({', '.join('?' * len(wanted))})"
             params += wanted
-        query = f"SELECT {columns} FROM {source} WHERE {' AND '.join(where)} ORDER BY {order_by} LIMIT ?"
-        rows = tx.cur.all(query, [*params, size + 1])
+        rows = tx.cur.all(f"{base} ORDER BY {order_by} LIMIT ?", [*params, size + 1])
     more = len(rows) > size
+    edge_row = rows.pop() if rows and rows[-1].get("_edge") else None
     rows = rows[:size]
     if not newest_first:
         rows.reverse()
-    page = Page([summary(r) for r in rows])
-    if rows:
-        first, last = rows[0]["id"], rows[-1]["id"]
+    page = TaskPage([summary(r) for r in rows], partial=partial)
+    ends = [r["id"] for r in rows]
+    if edge_row is not None:
+        # the search stopped at the edge of what it read: go on from there, in the same direction
+        if newest_first:
+            page.next_cursor = encode_cursor("n", edge_row["id"])
+            if key is not None:
+                page.previous_cursor = encode_cursor("p", ends[0] if ends else key - 1)
+        else:
+            page.previous_cursor = encode_cursor("p", edge_row["id"])
+            page.next_cursor = encode_cursor("n", ends[-1] if ends else key + 1) if key is not None else None
+        return page
+    if ends:
+        first, last = ends[0], ends[-1]
         if (newest_first and more) or (not newest_first and key is not None):
             page.next_cursor = encode_cursor("n", last)
         if (not newest_first and more) or (newest_first and key is not None):

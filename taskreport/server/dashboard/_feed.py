@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import threading
 import time
@@ -37,7 +38,17 @@ MAX_CHUNKS = 20
 #: fields a public page gets (no data, tags or parent unless the project allows them)
 PUBLIC_FIELDS = ("id", "name", "status", "value", "value_max", "created", "updated", "start_time", "end_time",
                  "time_to_start")  # fmt: skip
-RESYNC: list[Row] = []
+#: what a listener is handed when it must reload
+RESYNC = ""
+
+
+def encode(rows: list[Row]) -> str:
+    """What a page's script gets for each changed task (times as epoch seconds; it formats them)."""
+    return json.dumps([{k: r[k] for k in LIVE_FIELDS if k in r} for r in rows], separators=(",", ":"))
+
+
+LIVE_FIELDS = ("id", "name", "status", "value", "value_max", "created", "updated", "start_time", "end_time", "tags",
+               "parent")  # fmt: skip
 
 
 class Listener:
@@ -49,18 +60,23 @@ class Listener:
         self.task = task
         self.public = public
         self.details = details
-        self.queue: asyncio.Queue[list[Row]] = asyncio.Queue(MAX_QUEUED)
+        self.queue: asyncio.Queue[str] = asyncio.Queue(MAX_QUEUED)
         self.behind = False
 
-    def offer(self, rows: list[Row]) -> None:
+    def offer(self, rows: list[Row], shared: Callable[[], str]) -> None:
+        """Hand over a poll's changes to this listener's project: ``shared()`` is their encoding, made once
+        for all the listeners that take every row."""
         if self.task is not None:
             rows = [r for r in rows if r["id"] == self.task or r["parent"] == self.task]
             if not rows:
                 return
-        if self.public and not self.details:
-            rows = [{k: r[k] for k in PUBLIC_FIELDS} for r in rows]
+            if self.public and not self.details:
+                rows = [{k: r[k] for k in PUBLIC_FIELDS} for r in rows]
+            data = encode(rows)
+        else:
+            data = shared()
         try:
-            self.queue.put_nowait(rows)
+            self.queue.put_nowait(data)
         except asyncio.QueueFull:
             self.behind = True
 
@@ -123,14 +139,23 @@ class ChangeFeed:
     def _deliver(self, changes: dict[int, list[Row]] | None) -> None:
         with self._lock:
             if changes is None:
-                targets = [(lst, RESYNC) for group in self._listeners.values() for lst in group]
+                everyone = [lst for group in self._listeners.values() for lst in group]
+                groups = []
             else:
-                targets = [(lst, rows) for pid, rows in changes.items() for lst in self._listeners.get(pid, ())]
-        for listener, rows in targets:
-            if rows is RESYNC:
-                listener.resync()
-            else:
-                listener.offer(rows)
+                everyone = []
+                groups = [(rows, list(self._listeners.get(pid, ()))) for pid, rows in changes.items()]
+        for listener in everyone:
+            listener.resync()
+        for rows, listeners in groups:
+            cache: list[str] = []
+
+            def shared(rows: list[Row] = rows, cache: list[str] = cache) -> str:
+                if not cache:
+                    cache.append(encode(rows))
+                return cache[0]
+
+            for listener in listeners:
+                listener.offer(rows, shared)
 
     # -- the poller (its own thread, its own connection) -------------------------------------------
     def _run(self, loop: asyncio.AbstractEventLoop) -> None:

@@ -165,6 +165,7 @@ async def task_list(d: Dashboard, request: Request) -> Response:
         base_query=base_query,
         error=error,
         now=now,
+        name_scan=store.NAME_SCAN,
     )
 
 
@@ -306,13 +307,14 @@ async def _stream(d: Dashboard, request: Request, listener: Listener) -> AsyncIt
             if left <= 0:
                 return
             try:
-                rows = await asyncio.wait_for(listener.queue.get(), timeout=left)
+                data = await asyncio.wait_for(listener.queue.get(), timeout=left)
             except asyncio.TimeoutError:
                 return
-            if rows is RESYNC or listener.behind:
+            if data is RESYNC or listener.behind:
                 yield {"event": "resync", "data": "{}"}
                 return
-            yield {"event": "tasks", "data": json.dumps([_views.live_row(r) for r in rows], separators=(",", ":"))}
+            # the same text for every page of the project: encoded once per poll
+            yield {"event": "tasks", "data": data}
     finally:
         d.feed.leave(listener)
 

@@ -171,23 +171,3 @@ def status_filters(values: list[str]) -> list[str]:
             if status not in out:
                 out.append(status)
     return out
-
-
-def live_row(task: dict[str, Any]) -> dict[str, Any]:
-    """A task as the live feed sends it to pages (times as epoch seconds; the page's script formats them)."""
-    return {
-        "id": task["id"],
-        "name": task.get("name"),
-        "status": task["status"],
-        "status_label": status_label(task["status"]),
-        "value": task.get("value"),
-        "value_max": task.get("value_max"),
-        "percent": percent(task),
-        "progress": progress_text(task),
-        "created": task.get("created"),
-        "updated": task.get("updated"),
-        "start_time": task.get("start_time"),
-        "end_time": task.get("end_time"),
-        **({"tags": task["tags"]} if "tags" in task else {}),
-        **({"parent": task["parent"]} if "parent" in task else {}),
-    }

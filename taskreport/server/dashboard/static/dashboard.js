@@ -21,6 +21,18 @@
     if (m) { return m + " min " + r + " s"; }
     return r + " s";
   }
+  var LABELS = {pending: "Pending", pre_processing: "Pre-processing", processing: "Processing",
+    post_processing: "Post-processing", success: "Success", error: "Error", cancelled: "Cancelled", stale: "Stale"};
+  /* as the server writes them (taskreport/server/dashboard/_views.py) */
+  function percent(t) {
+    if (t.value === null || t.value === undefined || !t.value_max) { return null; }
+    return Math.min(100, Math.floor(t.value * 100 / t.value_max));
+  }
+  function progressText(t) {
+    if (t.value === null || t.value === undefined) { return "no progress reported"; }
+    var p = percent(t);
+    return t.value + " / " + t.value_max + (p === null ? "" : " (" + p + "%)");
+  }
   function num(v) { return v === "" || v === undefined || v === null ? null : Number(v); }
 
   function formatTimes(root) {
@@ -65,7 +77,7 @@
       bar.value = Math.max(0, t.value);
     }
     if (t.name) { bar.setAttribute("aria-label", "Progress of " + t.name); }
-    el.querySelector("[data-field=progress-text]").textContent = t.progress;
+    el.querySelector("[data-field=progress-text]").textContent = progressText(t);
   }
   function setTags(el, tags) {
     if (!el || !tags) { return; }
@@ -81,7 +93,7 @@
     if (t.updated !== null && t.updated < shown) { return false; }
     el.dataset.updated = t.updated;
     var badge = el.querySelector("[data-field=status]");
-    if (badge) { badge.className = "badge s-" + t.status; badge.textContent = t.status_label; }
+    if (badge) { badge.className = "badge s-" + t.status; badge.textContent = LABELS[t.status] || t.status; }
     setProgress(el.querySelector("[data-field=progress]"), t);
     setElapsed(el.querySelector("[data-field=elapsed]"), t);
     if (t.tags) { setTags(el.querySelector("[data-field=tags]"), t.tags); }
