@@ -261,7 +261,7 @@ def list_page(
         if newest_first:
             page.next_cursor = encode_cursor("n", edge_row["id"])
             if key is not None:
-                page.previous_cursor = encode_cursor("p", ends[0] if ends else key - 1)
+                page.previous_cursor = encode_cursor("p", ends[0] if ends else max(0, key - 1))
         else:
             page.previous_cursor = encode_cursor("p", edge_row["id"])
             page.next_cursor = encode_cursor("n", ends[-1] if ends else key + 1) if key is not None else None
@@ -272,6 +272,12 @@ def list_page(
             page.next_cursor = encode_cursor("n", last)
         if (not newest_first and more) or (newest_first and key is not None):
             page.previous_cursor = encode_cursor("p", first)
+    elif key is not None:
+        # an empty page past either end still lets the reader walk back, to the row the cursor named included
+        if newest_first:
+            page.previous_cursor = encode_cursor("p", max(0, key - 1))
+        else:
+            page.next_cursor = encode_cursor("n", key + 1)
     return page
 
 
