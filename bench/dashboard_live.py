@@ -269,6 +269,7 @@ def main() -> None:
         cookie = "; ".join(f"{c.name}={c.value}" for c in client.cookies.jar)
         port = url.rsplit(":", 1)[1]
         print(f"\n3. PATCH load ({args.duration:g} s each, {len(live)} tasks of the watched project), alternated:")
+        patch_load(url, token, live, 1.0, proc.pid)  # warm-up, not counted
         results: dict[int, list[dict[str, float]]] = {0: [], args.streams: []}
         for _ in range(args.rounds):
             for streams in (0, args.streams):

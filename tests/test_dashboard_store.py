@@ -74,7 +74,8 @@ def test_a_name_with_like_characters_is_taken_literally(store: Store) -> None:
 
 
 def test_a_name_search_reads_a_bounded_slice_per_page(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dash, "NAME_SCAN", 5)
+    monkeypatch.setattr(dash, "NAME_CHUNK", 5)
+    monkeypatch.setattr(dash, "NAME_BUDGET", 0.0)  # one slice per page
     specs = [{"name": "needle" if i in (2, 13) else f"hay {i}"} for i in range(17)]
     scope, ids = make_tasks(store, specs)
     with store.transaction(write=False) as tx:

@@ -171,14 +171,17 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-#: rows a name search reads per page at most: a page costs the same however rare the name is
-NAME_SCAN = 20_000
+#: a name search reads the project in slices of this many tasks, newest first...
+NAME_CHUNK = 2_000
+#: ...until the page is full, the project is read to its end, or this many seconds have gone: then the next page
+#: searches on from where it stopped. A page costs about the same however rare the name is
+NAME_BUDGET = 0.04
 
 
 @dataclasses.dataclass
 class TaskPage(Page):
-    #: a name search that read :data:`NAME_SCAN` rows without filling the page: ``next_cursor`` (or
-    #: ``previous_cursor``) goes on searching from where it stopped
+    #: a name search that stopped (its time was up) before it filled the page or read the whole project:
+    #: ``next_cursor`` (or ``previous_cursor``) goes on searching from where it stopped
     partial: bool = False
 
 
@@ -197,8 +200,9 @@ def list_page(
 
     Each filter has a plan whose cost does not grow with the project: a status walks its index (project,
     status, id) newest first, one walk per status, merged; a tag walks the tag index (key, value, task id)
-    newest first; a name is tested on at most :data:`NAME_SCAN` rows walked newest first (a rare name may
-    take several pages' worth of searching, each as quick as the others: ``partial`` says so)."""
+    newest first; a name is tested on rows walked newest first in slices of :data:`NAME_CHUNK`, for at most
+    :data:`NAME_BUDGET` seconds (a rare name may take several pages of searching, each as quick as the others:
+    ``partial`` says so)."""
     size = max(1, min(int(page_size), MAX_PAGE_SIZE))
     wanted = _statuses(list(statuses)) if statuses else []
     direction, key = decode_cursor(cursor) if cursor else ("n", None)
@@ -206,36 +210,46 @@ def list_page(
     order = "DESC" if newest_first else "ASC"
     where = ["t.project_id = ?"]
     params: list[Any] = [scope.project_id]
-    if key is not None:
-        where.append("t.id < ?" if newest_first else "t.id > ?")
-        params.append(key)
-    source, order_by = "tasks t", f"t.id {order}"
+    source, order_by, id_column = "tasks t", f"t.id {order}", "t.id"
     if tag:
         tag_key, tag_value = split_tag(tag)
         # driven by the tag index, in task order: no sort, and it stops at the page's end
-        source, order_by = "task_tags g JOIN tasks t ON t.id = g.task_id", f"g.task_id {order}"
+        source, order_by, id_column = "task_tags g JOIN tasks t ON t.id = g.task_id", f"g.task_id {order}", "g.task_id"
         where.insert(0, "g.tag_key = ? AND g.tag_value = ?")
         params[:0] = [tag_key, tag_value]
     columns = ", ".join(f"t.{c.strip()}" for c in SUMMARY_COLUMNS.split(","))
-    base = f"SELECT {columns} FROM {source} WHERE {' AND '.join(where)}"
+    after = f"{id_column} < ?" if newest_first else f"{id_column} > ?"
     partial = False
+    edge_row: Row | None = None
     if name:
-        window = f"{base} ORDER BY {order_by} LIMIT {NAME_SCAN}"
         tests = ["LOWER(w.name) LIKE ? ESCAPE '\\'"]
         extra: list[Any] = ["%" + _escape_like(name.lower()) + "%"]
         if wanted:
             tests.append(f"w.status IN ({', '.join('?' * len(wanted))})")
             extra += wanted
-        rows = tx.cur.all(f"SELECT * FROM ({window}) AS w WHERE {' AND '.join(tests)} ORDER BY w.id {order} LIMIT ?",
-                          [*params, *extra, size + 1])  # fmt: skip
-        if len(rows) <= size:
-            edge = "MIN" if newest_first else "MAX"
-            bounds = tx.cur.one(f"SELECT COUNT(*) AS n, {edge}(w.id) AS edge FROM ({window}) AS w", params)
-            if bounds is not None and bounds["n"] >= NAME_SCAN:
+        edge_fn = "MIN" if newest_first else "MAX"
+        rows = []
+        deadline = time.monotonic() + NAME_BUDGET
+        position = key
+        while True:
+            bounded = [*where, after] if position is not None else where
+            bound = [*params, position] if position is not None else params
+            window = f"SELECT {columns} FROM {source} WHERE {' AND '.join(bounded)} ORDER BY {order_by} LIMIT {NAME_CHUNK}"
+            rows += tx.cur.all(f"SELECT * FROM ({window}) AS w WHERE {' AND '.join(tests)} ORDER BY w.id {order}"
+                               " LIMIT ?", [*bound, *extra, size + 1 - len(rows)])  # fmt: skip
+            if len(rows) > size:
+                break
+            read = tx.cur.one(f"SELECT COUNT(*) AS n, {edge_fn}(w.id) AS edge FROM ({window}) AS w", bound)
+            if read is None or read["n"] < NAME_CHUNK:
+                break  # the project is read to its end
+            position = int(read["edge"])
+            if time.monotonic() >= deadline:
                 partial = True
-                # the search goes on from the last row it read
-                rows.append({"id": bounds["edge"], "_edge": True})
+                edge_row = {"id": position}
+                break
     elif wanted and not tag:
+        base = f"SELECT {columns} FROM {source} WHERE {' AND '.join([*where, after] if key is not None else where)}"
+        params = [*params, key] if key is not None else params
         # one walk of the status index per status, each stopping at the page's end, merged
         parts = [f"SELECT * FROM ({base} AND t.status = ? ORDER BY {order_by} LIMIT ?) AS s{i}"
                  for i in range(len(wanted))]  # fmt: skip
@@ -245,12 +259,13 @@ def list_page(
             all_params += [*params, status, size + 1]
         rows = tx.cur.all(query, [*all_params, size + 1])
     else:
+        base = f"SELECT {columns} FROM {source} WHERE {' AND '.join([*where, after] if key is not None else where)}"
+        params = [*params, key] if key is not None else params
         if wanted:
             base += f" AND t.status IN ({', '.join('?' * len(wanted))})"
             params += wanted
         rows = tx.cur.all(f"{base} ORDER BY {order_by} LIMIT ?", [*params, size + 1])
     more = len(rows) > size
-    edge_row = rows.pop() if rows and rows[-1].get("_edge") else None
     rows = rows[:size]
     if not newest_first:
         rows.reverse()

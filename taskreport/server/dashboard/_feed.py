@@ -39,12 +39,15 @@ MAX_CHUNKS = 20
 PUBLIC_FIELDS = ("id", "name", "status", "value", "value_max", "created", "updated", "start_time", "end_time",
                  "time_to_start")  # fmt: skip
 #: what a listener is handed when it must reload
-RESYNC = ""
+RESYNC = b""
 
 
-def encode(rows: list[Row]) -> str:
-    """What a page's script gets for each changed task (times as epoch seconds; it formats them)."""
-    return json.dumps([{k: r[k] for k in LIVE_FIELDS if k in r} for r in rows], separators=(",", ":"))
+def encode(rows: list[Row]) -> bytes:
+    """The Server-Sent Event a page's script gets for a poll's changed tasks, ready to write (the same bytes
+    for every page that takes them all): JSON of the tasks, times as epoch seconds (the script formats them).
+    JSON without indentation holds no line break, so it is one ``data:`` line."""
+    data = json.dumps([{k: r[k] for k in LIVE_FIELDS if k in r} for r in rows], separators=(",", ":"))
+    return b"event: tasks\r\ndata: " + data.encode() + b"\r\n\r\n"
 
 
 LIVE_FIELDS = ("id", "name", "status", "value", "value_max", "created", "updated", "start_time", "end_time", "tags",
@@ -60,10 +63,10 @@ class Listener:
         self.task = task
         self.public = public
         self.details = details
-        self.queue: asyncio.Queue[str] = asyncio.Queue(MAX_QUEUED)
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue(MAX_QUEUED)
         self.behind = False
 
-    def offer(self, rows: list[Row], shared: Callable[[], str]) -> None:
+    def offer(self, rows: list[Row], shared: Callable[[], bytes]) -> None:
         """Hand over a poll's changes to this listener's project: ``shared()`` is their encoding, made once
         for all the listeners that take every row."""
         if self.task is not None:
@@ -147,9 +150,9 @@ class ChangeFeed:
         for listener in everyone:
             listener.resync()
         for rows, listeners in groups:
-            cache: list[str] = []
+            cache: list[bytes] = []
 
-            def shared(rows: list[Row] = rows, cache: list[str] = cache) -> str:
+            def shared(rows: list[Row] = rows, cache: list[bytes] = cache) -> bytes:
                 if not cache:
                     cache.append(encode(rows))
                 return cache[0]

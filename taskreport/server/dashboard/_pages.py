@@ -165,7 +165,7 @@ async def task_list(d: Dashboard, request: Request) -> Response:
         base_query=base_query,
         error=error,
         now=now,
-        name_scan=store.NAME_SCAN,
+        name_budget=store.NAME_BUDGET,
     )
 
 
@@ -297,7 +297,7 @@ async def public_live(d: Dashboard, request: Request) -> Response:
 
 
 # -- live streams ---------------------------------------------------------------------------------------
-async def _stream(d: Dashboard, request: Request, listener: Listener) -> AsyncIterator[dict[str, Any]]:
+async def _stream(d: Dashboard, request: Request, listener: Listener) -> AsyncIterator[dict[str, Any] | bytes]:
     d.feed.listen(listener)
     try:
         yield {"event": "hello", "data": "{}", "retry": _RETRY_MS}
@@ -313,8 +313,8 @@ async def _stream(d: Dashboard, request: Request, listener: Listener) -> AsyncIt
             if data is RESYNC or listener.behind:
                 yield {"event": "resync", "data": "{}"}
                 return
-            # the same text for every page of the project: encoded once per poll
-            yield {"event": "tasks", "data": data}
+            # an event encoded once per poll for every page of the project, written as it is
+            yield data
     finally:
         d.feed.leave(listener)
 
