@@ -27,12 +27,11 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from server_throughput import WRK_SCRIPT, free_port, run_python, run_wrk  # noqa: E402
+from server_throughput import WRK_SCRIPT, free_port, run_python, run_wrk
 
 ROOT = Path(__file__).resolve().parents[1]
 USER, PASSWORD = "bench", "bench-password-1"
@@ -162,8 +161,8 @@ def live_latency(client: httpx.Client, url: str, token: str, task_id: str, sampl
                     opened.set()
                 if line.startswith("data:") and task_id in line:
                     for row in json.loads(line[5:]):
-                        if row["id"] == task_id:
-                            arrivals.setdefault(row["value"], time.perf_counter())
+                        if row[0] == task_id:  # [id, status, value, ...]
+                            arrivals.setdefault(row[2], time.perf_counter())
                 if stop.is_set():
                     return
 
@@ -180,7 +179,8 @@ def live_latency(client: httpx.Client, url: str, token: str, task_id: str, sampl
             deadline = time.monotonic() + 5
             while value not in arrivals and time.monotonic() < deadline:
                 time.sleep(0.002)
-            time.sleep(random.random() * 0.1)
+            # a pause of any length: the PATCHes fall anywhere between two polls, not just after one
+            time.sleep(random.random())
     stop.set()
     return [arrivals[v] - sent[v] for v in sent if v in arrivals] + [float("inf")] * (samples - len(arrivals))
 
@@ -191,7 +191,8 @@ host, port, cookie, count, path = sys.argv[1], int(sys.argv[2]), sys.argv[3], in
 events = [0]
 async def one():
     reader, writer = await asyncio.open_connection(host, port)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nCookie: {cookie}\r\nAccept: text/event-stream\r\n\r\n".encode())
+    head = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nCookie: {cookie}\r\nAccept: text/event-stream\r\n\r\n"
+    writer.write(head.encode())
     await writer.drain()
     while True:
         chunk = await reader.read(65536)
@@ -246,7 +247,8 @@ def main() -> None:
     store_url = args.pg or str(workdir / "bench.db")
     started = time.monotonic()
     token = seed(store_url, args.tasks)
-    print(f"seeded {args.tasks:,} tasks in {time.monotonic() - started:.1f} s ({'PostgreSQL' if args.pg else 'SQLite'})")
+    kind = "PostgreSQL" if args.pg else "SQLite"
+    print(f"seeded {args.tasks:,} tasks in {time.monotonic() - started:.1f} s ({kind})")
     proc, url = start(store_url, workdir)
     try:
         client = sign_in(url)

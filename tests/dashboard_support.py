@@ -98,16 +98,25 @@ class SseReader:
                 return data, at
 
     def wait_for(self, predicate: Any, timeout: float = 10.0) -> tuple[Any, float]:
-        """The first ``tasks`` event with a row for which ``predicate(row)`` holds."""
+        """The first task of a ``tasks`` event (as a dict) for which ``predicate(row)`` holds."""
         deadline = time.monotonic() + timeout
         while True:
             rows, at = self.next_event("tasks", max(0.01, deadline - time.monotonic()))
-            for row in rows:
+            for row in map(unpack, rows):
                 if predicate(row):
                     return row, at
 
     def close(self) -> None:
         self._stop.set()
+
+
+def unpack(item: list[Any]) -> dict[str, Any]:
+    """A task of a live event, as the page's script reads it."""
+    keys = ("id", "status", "value", "value_max", "updated", "start_time", "end_time")
+    row = dict(zip(keys, item[:7], strict=True))
+    if len(item) > 7:
+        row.update(item[7])
+    return row
 
 
 #: a program that reports through the library, as a user's program would, driven line by line on stdin

@@ -13,8 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import expect
 from dashboard_support import PASSWORD, USER, LibraryProcess, browser, screenshot  # noqa: F401
+from playwright.sync_api import expect
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -147,7 +147,8 @@ def test_filters(page: Any, server: Any) -> None:
 
 
 def test_keyset_paging(page: Any, server: Any) -> None:
-    operations = [{"op": "create", "ref": f"dashboard-page-test-{i:04d}", "fields": {"name": f"job {i:03d}"}} for i in range(60)]
+    operations = [{"op": "create", "ref": f"dashboard-page-test-{i:04d}", "fields": {"name": f"job {i:03d}"}}
+                  for i in range(60)]
     assert httpx.post(server.tasks_url + "batch/", json={"operations": operations},
                       headers=server.headers()).is_success  # fmt: skip
     sign_in(page, server)
@@ -232,7 +233,6 @@ def test_the_public_page_opens_signed_out_and_shows_no_data(browser: Any, server
     task = httpx.post(server.tasks_url, json={"name": "public build", "status": "processing", "value": 30,
                                               "data": {"secret": "do-not-show"}, "tags": {"team": "hidden-tag"}},
                       headers=h).json()  # fmt: skip
-    assert "/public/" in task["public_url"] and task["id"] not in task["public_url"].split("/public/")[1][:22] or True
     context = browser.new_context(viewport={"width": 390, "height": 760})  # a phone
     try:
         page = context.new_page()
@@ -254,7 +254,8 @@ def test_the_public_page_opens_signed_out_and_shows_no_data(browser: Any, server
 
 
 def test_the_list_on_a_phone_and_in_dark_mode(browser: Any, server: Any) -> None:  # noqa: F811
-    httpx.post(server.tasks_url, json={"name": "phone job", "status": "processing", "value": 12}, headers=server.headers())
+    httpx.post(server.tasks_url, json={"name": "phone job", "status": "processing", "value": 12},
+               headers=server.headers())
     context = browser.new_context(viewport={"width": 390, "height": 760}, color_scheme="dark")
     try:
         page = context.new_page()

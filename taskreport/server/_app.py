@@ -22,12 +22,12 @@ from ._api_batch import BATCH
 from ._api_service import AUTHENTICATE, PING, SCHEMA, USER
 from ._api_tasks import ACTION, ACTIONS, TASK, TASKS
 from ._delivery import Deliverer
-from .dashboard import dashboard_mount
 from ._routing import Resource, build_router
 from ._schema import FEATURES
 from ._settings import ServerSettings
 from ._sweeper import sweep_forever
 from ._writer import Writer
+from .dashboard import dashboard_mount
 
 logger = logging.getLogger("taskreport.server")
 

@@ -62,7 +62,7 @@ class SignInNeeded(Exception):
 class Dashboard:
     """The dashboard of one task server (``server``: its :class:`~taskreport.server.TaskServer`)."""
 
-    def __init__(self, server: Any, *, feed_interval: float = 0.2, feed_lookback: float = 5.0,
+    def __init__(self, server: Any, *, feed_interval: float = 0.5, feed_lookback: float = 5.0,
                  session_seconds: float = SESSION_SECONDS, stream_seconds: float | None = None) -> None:  # fmt: skip
         from . import _pages
 
@@ -194,7 +194,8 @@ class Dashboard:
         return found[0]
 
     async def projects(self, user: SessionUser) -> list[Row]:
-        return await self.api.read(lambda tx: user_projects(tx, user.user_id))
+        rows: list[Row] = await self.api.read(lambda tx: user_projects(tx, user.user_id))
+        return rows
 
     async def project(self, request: Request, user: SessionUser) -> tuple[ProjectScope, list[Row]]:
         """The path's project, if one of the user's organizations owns it (404 alike otherwise)."""
@@ -210,7 +211,7 @@ class Dashboard:
     def check_origin(self, request: Request) -> None:
         """A browser names the page a form was sent from: it must be this server."""
         origin = request.headers.get("origin")
-        if origin is None or origin == "null" and request.headers.get("sec-fetch-site") == "same-origin":
+        if origin is None or (origin == "null" and request.headers.get("sec-fetch-site") == "same-origin"):
             return
         own = f"{request.url.scheme}://{request.url.netloc}"
         allowed = {own}

@@ -35,23 +35,33 @@ MAX_QUEUED = 64
 CHUNK = 5000
 #: queries one poll makes at most before it tells every listener to reload
 MAX_CHUNKS = 20
-#: fields a public page gets (no data, tags or parent unless the project allows them)
-PUBLIC_FIELDS = ("id", "name", "status", "value", "value_max", "created", "updated", "start_time", "end_time",
-                 "time_to_start")  # fmt: skip
 #: what a listener is handed when it must reload
 RESYNC = b""
 
 
-def encode(rows: list[Row]) -> bytes:
+def _ms(epoch: float | None) -> float | None:
+    return None if epoch is None else round(epoch, 3)
+
+
+def encode(rows: list[Row], *, newer_than: float | None = None, public: bool = False) -> bytes:
     """The Server-Sent Event a page's script gets for a poll's changed tasks, ready to write (the same bytes
-    for every page that takes them all): JSON of the tasks, times as epoch seconds (the script formats them).
-    JSON without indentation holds no line break, so it is one ``data:`` line."""
-    data = json.dumps([{k: r[k] for k in LIVE_FIELDS if k in r} for r in rows], separators=(",", ":"))
+    for every page of a project that takes them all). Each task is a short array, since every open page gets
+    every change: ``[id, status, value, value_max, updated, start_time, end_time]`` (times in epoch seconds,
+    to the millisecond), and for a task created after ``newer_than`` (one a page may not show yet) an eighth
+    item, ``{"name", "created", "tags", "parent"}``, to show it with. JSON without indentation holds no line
+    break, so the event is one ``data:`` line."""
+    items: list[list[Any]] = []
+    for r in rows:
+        item: list[Any] = [r["id"], r["status"], r["value"], r["value_max"], _ms(r["updated"]), _ms(r["start_time"]),
+                           _ms(r["end_time"])]  # fmt: skip
+        if newer_than is not None and r["created"] > newer_than:
+            extra = {"name": r["name"], "created": _ms(r["created"])}
+            if not public:
+                extra.update(tags=r["tags"], parent=r["parent"])
+            item.append(extra)
+        items.append(item)
+    data = json.dumps(items, separators=(",", ":"))
     return b"event: tasks\r\ndata: " + data.encode() + b"\r\n\r\n"
-
-
-LIVE_FIELDS = ("id", "name", "status", "value", "value_max", "created", "updated", "start_time", "end_time", "tags",
-               "parent")  # fmt: skip
 
 
 class Listener:
@@ -66,16 +76,14 @@ class Listener:
         self.queue: asyncio.Queue[bytes] = asyncio.Queue(MAX_QUEUED)
         self.behind = False
 
-    def offer(self, rows: list[Row], shared: Callable[[], bytes]) -> None:
+    def offer(self, rows: list[Row], shared: Callable[[], bytes], newer_than: float) -> None:
         """Hand over a poll's changes to this listener's project: ``shared()`` is their encoding, made once
         for all the listeners that take every row."""
         if self.task is not None:
             rows = [r for r in rows if r["id"] == self.task or r["parent"] == self.task]
             if not rows:
                 return
-            if self.public and not self.details:
-                rows = [{k: r[k] for k in PUBLIC_FIELDS} for r in rows]
-            data = encode(rows)
+            data = encode(rows, newer_than=newer_than, public=self.public and not self.details)
         else:
             data = shared()
         try:
@@ -92,7 +100,7 @@ class Listener:
 class ChangeFeed:
     """Polls the store for the listeners of one server process."""
 
-    def __init__(self, store: Store, *, interval: float = 0.2, lookback: float = 5.0, idle: float = 2.0,
+    def __init__(self, store: Store, *, interval: float = 0.5, lookback: float = 5.0, idle: float = 2.0,
                  clock: Callable[[], float] = time.time) -> None:  # fmt: skip
         self.store = store
         self.interval = interval
@@ -149,16 +157,18 @@ class ChangeFeed:
                 groups = [(rows, list(self._listeners.get(pid, ()))) for pid, rows in changes.items()]
         for listener in everyone:
             listener.resync()
+        # a task made in the last moments may be on no page yet: it comes with what it takes to show it
+        newer_than = self._clock() - 2 * self.lookback
         for rows, listeners in groups:
             cache: list[bytes] = []
 
             def shared(rows: list[Row] = rows, cache: list[bytes] = cache) -> bytes:
                 if not cache:
-                    cache.append(encode(rows))
+                    cache.append(encode(rows, newer_than=newer_than))
                 return cache[0]
 
             for listener in listeners:
-                listener.offer(rows, shared)
+                listener.offer(rows, shared, newer_than)
 
     # -- the poller (its own thread, its own connection) -------------------------------------------
     def _run(self, loop: asyncio.AbstractEventLoop) -> None:

@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from ..._errors import NotFound, TaskReportError, ValidationError
+from ..._errors import NotFound, ValidationError
 from ..._status import TERMINAL
 from ..._store import Scope, Tx, hash_password
 from ..._store import _dashboard as store
@@ -67,8 +67,9 @@ async def login_form(d: Dashboard, request: Request, *, status: int = 200, error
                      username: str = "") -> Response:  # fmt: skip
     nonce = d.login_nonce(request) or secrets.token_urlsafe(24)
     keys = await d.keys()
+    target = _safe_next(d.root(request), request.query_params.get("next"))
     response = d.render(request, "login.html", status, csrf=keys.csrf_token("login:" + nonce), error=error,
-                        username=username, next=_safe_next(d.root(request), request.query_params.get("next")))  # fmt: skip
+                        username=username, next=target)
     response.set_cookie(LOGIN_COOKIE, nonce, max_age=3600, httponly=True, samesite="strict",
                         secure=d.secure(request), path=f"{d.root(request)}/login")  # fmt: skip
     return response
@@ -156,8 +157,11 @@ async def task_list(d: Dashboard, request: Request) -> Response:
         scope=scope,
         projects=projects,
         page=page,
-        tasks=[dict(t, children=counts.get(t["id"], 0), parent_name=parent_names.get(t["parent"] or ""),
-                    elapsed=_views.elapsed(t, now)) for t in (page.results if page else [])],  # fmt: skip
+        tasks=[
+            dict(t, children=counts.get(t["id"], 0), parent_name=parent_names.get(t["parent"] or ""),
+                 elapsed=_views.elapsed(t, now))
+            for t in (page.results if page else [])
+        ],
         filters=filters,
         status_choices=_views.STATUS_CHOICES,
         live_statuses=statuses,
@@ -276,11 +280,12 @@ async def _public(d: Dashboard, request: Request) -> tuple[Scope, dict[str, Any]
             "task": task, "elapsed": _views.elapsed(task, time.time())}  # fmt: skip
         return scope, context, details
 
-    return await d.api.read(read)
+    found: tuple[Scope, dict[str, Any], bool] = await d.api.read(read)
+    return found
 
 
 async def public_page(d: Dashboard, request: Request) -> Response:
-    scope, context, details = await _public(d, request)
+    _, context, details = await _public(d, request)
     response = d.render(request, "public.html", details=details, token=request.path_params["token"], **context)
     # the link is the secret: never sent on to another site
     response.headers["Referrer-Policy"] = "no-referrer"
@@ -289,7 +294,7 @@ async def public_page(d: Dashboard, request: Request) -> Response:
 
 
 async def public_live(d: Dashboard, request: Request) -> Response:
-    scope, context, details = await _public(d, request)
+    _, context, details = await _public(d, request)
     if not details:
         return JSONResponse({"sections": {}})
     module = d.env.get_template("_task_parts.html").make_module({"root": d.root(request), "details": True, **context})

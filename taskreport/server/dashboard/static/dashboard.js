@@ -33,6 +33,13 @@
     var p = percent(t);
     return t.value + " / " + t.value_max + (p === null ? "" : " (" + p + "%)");
   }
+  /* a changed task as the server sends it: [id, status, value, value_max, updated, start, end, {name, created,
+     tags, parent} for a task made a moment ago] (taskreport/server/dashboard/_feed.py) */
+  function unpack(a) {
+    var t = {id: a[0], status: a[1], value: a[2], value_max: a[3], updated: a[4], start_time: a[5], end_time: a[6]};
+    if (a[7]) { t.name = a[7].name; t.created = a[7].created; t.tags = a[7].tags; t.parent = a[7].parent; }
+    return t;
+  }
   function num(v) { return v === "" || v === undefined || v === null ? null : Number(v); }
 
   function formatTimes(root) {
@@ -60,7 +67,7 @@
     } else if (t.start_time !== null && t.start_time !== undefined) {
       label = "running for"; start = t.start_time;
     } else {
-      label = "waiting for"; start = t.created;
+      label = "waiting for"; start = t.created !== undefined ? t.created : num(el.dataset.start);
     }
     el.dataset.start = start;
     el.dataset.end = end === null ? "" : end;
@@ -134,7 +141,7 @@
     rows.forEach(function (t) {
       var el = document.querySelector("tr[data-task='" + t.id + "']");
       if (el) { apply(el, t); return; }
-      if (t.created === null || !matches(t)) { return; }
+      if (t.name === undefined || !matches(t)) { return; }
       if (body.dataset.firstPage) { insertRow(t); }
       else { document.getElementById("new-tasks").hidden = false; }
     });
@@ -213,7 +220,7 @@
       if (opened > 1) { resync(); } /* what changed while the stream was being reopened */
     });
     source.addEventListener("tasks", function (e) {
-      var rows = JSON.parse(e.data);
+      var rows = JSON.parse(e.data).map(unpack);
       if (page === "list") { onListChange(rows); } else { onTaskChange(rows); }
     });
     source.addEventListener("resync", function () { resync(); });
