@@ -368,3 +368,38 @@ def test_one_poll_per_process_however_many_pages_listen(server: Any) -> None:
     finally:
         for reader in readers:
             reader.close()
+
+
+def test_serve_prints_the_dashboards_url(tmp_path: Any) -> None:
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("TASKREPORT_")}
+    env.update(TASKREPORT_HOME=str(tmp_path / "home"), TASKREPORT_CONFIG=str(tmp_path / "config.toml"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "taskreport", "serve", "--db", str(tmp_path / "t.db"), "--port", "0",
+         "--no-write-config", "--password", PASSWORD],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if line.startswith("Dashboard: "):
+                url = line.split()[1]
+                break
+        else:
+            raise AssertionError("serve printed no dashboard URL")
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/", url) and not url.endswith(":0/")
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                answer = httpx.get(url)
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        assert answer.status_code == 303 and answer.headers["location"] == "/login?next=%2F"
+        client = sign_in(url.rstrip("/"), "admin", PASSWORD)
+        assert "local / <strong>default</strong>" in client.get("/p/local/default/").text
+    finally:
+        proc.terminate()
+        proc.wait(15)
+        if proc.stderr is not None:
+            proc.stderr.close()
