@@ -45,7 +45,9 @@ def main() -> None:
     if not os.path.exists(SCRIPT):
         raise SystemExit(f"no console script at {SCRIPT}: pip install -e .")
     home = tempfile.mkdtemp(prefix="taskreport-bench-")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKREPORT_")}
+    # PYTHONDONTWRITEBYTECODE would make every start compile every module again: not what users run
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("TASKREPORT_") and k != "PYTHONDONTWRITEBYTECODE"}
     env.update(TASKREPORT_HOME=home, TASKREPORT_CONFIG=os.path.join(home, "config.toml"))
     times: dict[str, list[float]] = {name: [] for name in COMMANDS}
     for round_ in range(WARMUP + ROUNDS):

@@ -14,15 +14,16 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
-from . import _context, _task
+from . import _context, _hooks, _task
 from ._config import Config, resolve
+from ._delivery import Settings
 from ._errors import ConfigurationError, ValidationError
 from ._integration import Integration
 from ._integration import setup as setup_integrations
 from ._models import ActionRecord, TaskRecord
 from ._pending import Entry, Pending
 from ._refs import is_ref, new_ref
-from ._sender import Sender, Settings
+from ._sender import Sender
 from ._status import RUNNING, TERMINAL
 from ._task import DisabledTask, Task, check_client_status
 from ._transport import PageResult, Transport
@@ -185,6 +186,8 @@ class Client:
             parent_id=parent if isinstance(parent, str) else None,
         )
         task = self._handle(entry, parent)
+        if _hooks.created:
+            _hooks.task_created(task, state)  # integrations may add to the data it is born with
         if heartbeat is not None:
             task.heartbeat(heartbeat)
         birth = dict(state)
@@ -252,11 +255,17 @@ class Client:
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def flush(self, timeout: float = 5.0) -> bool:
-        return True if self.disabled else self.sender.flush(timeout)
+        if self.disabled:
+            return True
+        if _hooks.flushing:
+            _hooks.before_flush()
+        return self.sender.flush(timeout)
 
     def close(self, timeout: float | None = None) -> bool:
         """Flush with a deadline, spool whatever is left, stop the thread. True if all was delivered."""
         timeout = self.config.exit_timeout if timeout is None else timeout
+        if _hooks.flushing and not self.disabled:
+            _hooks.before_flush()
         return self.sender.close(0.0 if self.disabled else timeout)
 
     def replace_with(self, successor: Client) -> None:

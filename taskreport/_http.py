@@ -108,6 +108,10 @@ def _cursor_of(url: str | None) -> str | None:
 
 def _batch_item(op: Op) -> dict[str, Any]:
     item: dict[str, Any] = {"op": op.kind, "fields": encode_fields(op.fields)}
+    if op.kind == "update":
+        # the library's data and tags always merge into what is there (another process may have set keys
+        # this one has never seen)
+        item["merge"] = True
     if op.kind == "update" and op.task_id is not None:
         item["id"] = op.task_id
     else:

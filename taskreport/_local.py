@@ -103,10 +103,10 @@ class LocalTransport:
             if op.kind == "create":
                 row = tx.create_task(scope, op.fields, idempotency_key=op.ref, parent_ref=op.parent_ref)
             elif op.task_id is not None:
-                row = tx.update_task(scope, op.task_id, op.fields)
+                row = tx.update_task(scope, op.task_id, op.fields, merge=True)
             else:
                 assert op.ref is not None
-                row = tx.update_task_by_ref(scope, op.ref, op.fields, parent_ref=op.parent_ref)
+                row = tx.update_task_by_ref(scope, op.ref, op.fields, parent_ref=op.parent_ref, merge=True)
         except TaskReportError as exc:
             tx.cur.execute(f"ROLLBACK TO SAVEPOINT op{i}")
             return exc

@@ -1,110 +1,25 @@
-"""Progress over an iterable: ``task.iter(items)`` on a task you hold, ``progress(items)`` for a new one.
-
-Counting must cost next to nothing per item, so no Python code runs per item. Items come through C-level
-iterators only: ``chain.from_iterable`` over ``islice`` chunks of ``map(itemgetter(0), zip(items, count()))``.
-Python code runs once per chunk; there it reads how many items went through (from the ``count`` object),
-publishes that value to the task, and sizes the next chunk so that chunks last about ``MININTERVAL``. The
-value is always published when iteration ends, however it ends, and is exact: ``zip`` pulls from the
-counter only after the iterable produced an item.
+"""``progress(items)``: a loop reported as a task of its own, like tqdm (``task.iter(items)`` counts into a task
+you hold). The counting itself, a few ns per item, is in ``_counting``.
 """
 
 from __future__ import annotations
 
 import contextvars
-import itertools
+import inspect
 import math
-import operator
-import sys
-import time
 from collections.abc import Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 from . import _client as _client_mod
 from ._context import current as _current
+from ._counting import counted, total_of
 from ._errors import ValidationError
 from ._task import DisabledTask, Task
 from ._tracking import check_fields, finish, reset, start
 from ._validation import INT64_MAX
 
 T = TypeVar("T")
-
-#: publish about this often (seconds) while items flow, like tqdm's mininterval
-MININTERVAL = 0.1
-#: how much a chunk may grow from one to the next, so a loop that slows down is not left unreported for long
-MAX_GROWTH = 8
-
-_first = operator.itemgetter(0)
-
-
-def total_of(iterable: Iterable[Any] | None, total: int | None) -> int | None:
-    if total is not None or iterable is None:
-        return total
-    try:
-        return len(iterable)  # type: ignore[arg-type]
-    except (TypeError, AttributeError):
-        return None
-
-
-def iterate(task: Task, iterable: Iterable[T], total: int | None = None) -> Iterator[T]:
-    """Iterate ``iterable``, adding each item to ``task``'s value; ``total`` (default ``len(iterable)`` when
-    it has one) is added to ``value_max``. The task's status is left to its owner."""
-    if isinstance(task, DisabledTask):
-        return iter(iterable)
-    return _counted(task, iterable, total_of(iterable, total), None)
-
-
-def _counted(task: Task, iterable: Iterable[T], total: int | None, owner: progress[Any] | None) -> Iterator[T]:
-    base = task.value or 0
-    if total is not None:
-        task.set_total(base + total)
-    counter = itertools.count()
-    source: Iterator[T] = map(_first, zip(iterable, counter, strict=False))
-    return itertools.chain.from_iterable(_chunks(task, source, counter, base, total, owner))
-
-
-def _chunks(
-    task: Task, source: Iterator[T], counter: Iterator[int], base: int, total: int | None, owner: progress[Any] | None
-) -> Iterator[Iterator[T]]:
-    # ``next(counter)`` tells how many items zip took, plus the number of times we read it before
-    reads = 0
-    published = 0
-    chunk = 1
-    exhausted = False
-    outcome: BaseException | None = None
-    if owner is not None:
-        owner.iteration_started()
-    last = time.monotonic()
-    try:
-        while True:
-            yield itertools.islice(source, chunk)
-            count = next(counter) - reads
-            reads += 1
-            if count - published < chunk:
-                exhausted = True
-                return
-            now = time.monotonic()
-            task.update(value=base + count)
-            elapsed = now - last
-            if elapsed > 0:
-                chunk = max(1, min(int(chunk * MININTERVAL / elapsed), chunk * MAX_GROWTH))
-            else:
-                chunk *= MAX_GROWTH
-            published, last = count, now
-    except BaseException as exc:
-        # GeneratorExit: the consumer stopped early (break, an exception in its loop, close())
-        outcome = exc
-        raise
-    finally:
-        count = next(counter) - reads
-        fields: dict[str, Any] = {"value": base + count}
-        if exhausted and total is None:
-            fields["value_max"] = base + count  # now the total is known: show it as done
-        if owner is None:
-            task.update(**fields)
-        else:
-            owner.iteration_ended(exhausted or (total is not None and count >= total), outcome, fields)
-
 
 class progress(Generic[T]):  # lower case: used like a function, as tqdm is
     """``for item in progress(items, name="resize"):`` reports the loop as a task, like ``tqdm(items)``.
@@ -227,7 +142,7 @@ class progress(Generic[T]):  # lower case: used like a function, as tqdm is
         total = self._total
         if total is not None and self._initial:
             total -= self._initial  # tqdm's meaning: the total counts the initial value in
-        return _counted(t, self._iterable, total, self)
+        return counted(t, self._iterable, total, self)
 
     def iteration_started(self) -> None:
         if self._entered:
@@ -321,9 +236,9 @@ def _count(argument: str, value: Any, infinite: bool = False) -> int | None:
 
 def _caller_name() -> str:
     """``module.function`` of the code calling progress(), a name that says where the loop is."""
-    try:
-        frame = sys._getframe(2)
-    except ValueError:  # pragma: no cover - called from the outermost frame
+    here = inspect.currentframe()
+    frame = here.f_back.f_back if here is not None and here.f_back is not None else None
+    if frame is None:  # pragma: no cover - called from the outermost frame, or no frames in this Python
         return "progress"
     module = frame.f_globals.get("__name__") or ""
     code = frame.f_code

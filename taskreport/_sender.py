@@ -1,66 +1,49 @@
 """The sending loop: one daemon thread per client that takes what is pending and delivers it in rounds.
 
-A round takes the whole pending map (one swap), plans it into operations, sends them through the
-transport (batched where the service allows) and settles each answer: ids are learned, failures go back
-under newer changes, refusals are logged and dropped, and the retry policy decides when the next round may
-go. Waiting (for the interval, a backoff, a flush) always sleeps on an event or a condition.
+A round takes the whole pending map (one swap), this process's changes first and then a batch of the
+spool's backlog, and hands each to :class:`~taskreport._rounds.Rounds` to plan, send and settle. This module
+is the thread (when it wakes: the interval, an end, a full map, a heartbeat, a waiter), the waiting (flush,
+wait_id: always sleeping on an event or a condition) and the ending (close with a deadline and the spool,
+hand-over to a successor, fork).
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import logging
 import os
 import random
 import threading
 import time
 import weakref
-from pathlib import Path
-from typing import Any
 
-from . import _internal, _spool
+from . import _internal
 from ._backlog import Backlog
-from ._errors import NotFound, TaskReportError, TransportError
-from ._pending import BATCH_WAKE, Entry, Pending, merge_fields
-from ._plan import Planned, Planner
+from ._delivery import Settings
+from ._ending import Ending
+from ._errors import TaskReportError
+from ._pending import BATCH_WAKE, Entry, Pending
+from ._plan import Planner
 from ._ratelog import RateLimitedLog
-from ._retry import RetryPolicy, Verdict, judge
+from ._retry import RetryPolicy
+from ._rounds import Item, Rounds
 from ._status import TERMINAL
-from ._transport import BatchUnsupported, Row, Transport
+from ._transport import Transport
 
 logger = logging.getLogger("taskreport")
 
 #: spooled changes of earlier processes sent per round, after this process's own
 BACKLOG_ROUND = 1000
-#: operations per send: settled one chunk at a time, so an exit finds only one chunk still on its way
-CHUNK = 1000
-Item = tuple[Entry, dict[str, Any], bool]
-
-
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    """What delivery needs to know, taken from the configuration by the client."""
-
-    interval: float = 1.0
-    strict: bool = False
-    request_timeout: float = 10.0
-    #: where undeliverable changes are spooled at exit; None: not spooled (and the loss is logged)
-    spool_dir: Path | None = None
-    #: names where tasks go, so that a spool is only delivered to the place it was meant for
-    target: str = ""
-    #: False: no thread; changes are delivered only when someone flushes (tests' in-memory recorders)
-    threaded: bool = True
 
 
 _live: weakref.WeakSet[Sender] = weakref.WeakSet()
 
 
-class Sender:
+class Sender(Rounds, Ending):
     def __init__(self, pending: Pending, transport: Transport, settings: Settings) -> None:
         self.pending = pending
         self.transport = transport
         self.settings = settings
+        self.strict = settings.strict
         self.policy = RetryPolicy(settings.interval)
         self.log = RateLimitedLog()
         self.planner = Planner(self.log)
@@ -199,136 +182,6 @@ class Sender:
             with self.inflight_lock:
                 self.inflight = []
 
-    def _deliver(self, items: list[Item]) -> None:
-        todo = items
-        while todo:
-            refs = self.transport.refs is not False
-            planned, later = self.planner.plan(todo, refs)
-            if not planned:
-                self._put_back(later)
-                return
-            todo = later
-            size = getattr(self.transport, "max_ops", CHUNK) or CHUNK
-            for start in range(0, len(planned), size):
-                chunk = planned[start : start + size]
-                self.policy.attempted()
-                try:
-                    results = self.transport.send([p.op for p in chunk])
-                except BatchUnsupported:
-                    # the transport now knows: plan what is not sent yet again, by id (a create and the update
-                    # that followed it become one item again, so the task is not created twice)
-                    todo = _regroup([(p.entry, p.fields, p.backlog) for p in planned[start:]]) + later
-                    break
-                except TaskReportError as exc:
-                    results = [exc] * len(chunk)
-                except Exception as exc:  # a transport bug: keep the data, report it, retry later
-                    _internal.report("sending failed", exc)
-                    results = [TransportError(f"{type(exc).__name__}: {exc}")] * len(chunk)
-                went_through = self._settle(chunk, results)
-                self._settled(chunk)
-                if not went_through:
-                    # the service failed or asked us to wait: what is not sent yet waits for the next round
-                    self._put_back([(p.entry, p.fields, p.backlog) for p in planned[start + size :]] + later)
-                    return
-
-    def _settled(self, chunk: list[Planned]) -> None:
-        """Answered: no longer in flight (an exit spools only what is still on its way)."""
-        done = {p.entry for p in chunk}
-        with self.inflight_lock:
-            self.inflight = [item for item in self.inflight if item[0] not in done]
-
-    def _settle(self, planned: list[Planned], results: list[Row | TaskReportError]) -> bool:
-        """Apply each answer; True if the round went through (the next round may follow at once)."""
-        now = time.monotonic()
-        again: list[Item] = []
-        any_ok = retry = paused = False
-        for p, result in zip(planned, results, strict=True):
-            entry = p.entry
-            if isinstance(result, TaskReportError):
-                if result.status_code:
-                    self.requests += 1
-                verdict = judge(result)
-                if verdict is Verdict.RETRY:
-                    retry = True
-                    self.retries += 1
-                    if self.policy.asks_pause(result):
-                        self.policy.pause(result)
-                        paused = True
-                    # a create goes again from the entry's frozen fields; an update from its own
-                    again.append((entry, p.fields if p.op.kind == "update" else {}, p.backlog))
-                    self.log.log(logging.WARNING, f"retry:{type(result).__name__}",
-                                 "taskreport: delivery failed (%s); will retry", result)
-                elif verdict is Verdict.STOP:
-                    self._stop_reporting(result)
-                else:
-                    self._refused(p, result, again)
-                continue
-            any_ok = True
-            self.requests += 1
-            task_id = result.get("id") if isinstance(result, dict) else None
-            if task_id is not None:
-                entry.id = str(task_id)
-            if p.op.kind == "create":
-                entry.acked = True
-                entry.birth = None
-            entry.last_sent = now
-        self._put_back(again)
-        if any_ok:
-            self.policy.round_succeeded()
-        elif retry and not paused:
-            self.policy.round_failed()
-        return not retry
-
-    def _refused(self, p: Planned, exc: TaskReportError, again: list[Item]) -> None:
-        """The service refused one operation and always will. A bad parent or a bad field never loses the
-        rest of the task: it is sent again without them."""
-        entry, op = p.entry, p.op
-        attr = (exc.attr or "").removeprefix("fields.").split(".")[0]
-        if self.settings.strict and self.delivery_error is None:
-            self.delivery_error = exc
-        self.failed += 1
-        if op.kind == "create" and attr in ("parent", "parent_ref") and (entry.parent or entry.parent_id):
-            self.log.log(logging.WARNING, "badparent",
-                         "taskreport: the service refused the parent of task %s (%s); it is recorded without one",
-                         entry.ref, exc)
-            entry.parent, entry.parent_id = None, None
-            again.append((entry, {}, p.backlog))
-            return
-        if attr and attr != "name" and attr in op.fields:
-            self.log.log(logging.ERROR, f"drop:{attr}",
-                         "taskreport: the service refused field %r of task %s; the rest is sent without it: %s",
-                         attr, entry.ref, exc)
-            if op.kind == "create" and entry.birth is not None:
-                entry.birth = {k: v for k, v in entry.birth.items() if k != attr}
-                again.append((entry, {}, p.backlog))
-            else:
-                rest = {k: v for k, v in p.fields.items() if k != attr}
-                if rest:
-                    again.append((entry, rest, p.backlog))
-            return
-        if op.kind == "create" or isinstance(exc, NotFound):
-            entry.failed = True
-        self.log.log(logging.ERROR, f"drop:{exc.status_code}",
-                     "taskreport: the service rejected a change of task %s and it was dropped: %s", entry.ref, exc)
-
-    def _stop_reporting(self, exc: TaskReportError) -> None:
-        if not self.disabled:
-            self.log.log(logging.ERROR, "unauthorized",
-                         "taskreport: the service refused the API token (%s); reporting is off for this process",
-                         exc.detail)
-        self.disabled = True
-        self.failed += 1
-        if self.settings.strict and self.delivery_error is None:
-            self.delivery_error = exc
-
-    def _put_back(self, items: list[Item]) -> None:
-        own = [(e, f) for e, f, backlog in items if not backlog]
-        if own:
-            self.pending.latest().put_back(own)
-        spooled = [(e, f) for e, f, backlog in items if backlog]
-        if spooled and self.backlog is not None:
-            self.backlog.put_back(spooled)
-
     def _queue_heartbeats(self) -> None:
         beats = self.pending.due_heartbeats()
         if not beats:
@@ -417,99 +270,6 @@ class Sender:
             self.waiters -= 1
         return entry.id
 
-    # -- the end --------------------------------------------------------------------------------------
-    def _stop(self, wait: float) -> list[Item]:
-        """Stop the thread, letting a round in flight finish for at most ``wait`` seconds. Returns what a
-        round that is still hanging carries (it may yet arrive: a replay is harmless)."""
-        self._stop_requested.set()
-        self.event.set()
-        finished = self.cycle_lock.acquire(timeout=max(0.0, wait))
-        try:
-            with self.inflight_lock:
-                hanging = [] if finished else list(self.inflight)
-        finally:
-            if finished:
-                self.cycle_lock.release()
-        thread = self.thread
-        if thread is not None and thread is not threading.current_thread() and self.pid == os.getpid():
-            thread.join(timeout=0.5 if finished else 0.0)
-        return hanging
-
-    def close(self, timeout: float) -> bool:
-        """Flush with a deadline, spool whatever is left, stop. True if everything was delivered."""
-        if self.closed:
-            return True
-        deadline = time.monotonic() + max(0.0, timeout)
-        failure: BaseException | None = None
-        try:
-            delivered = self.flush(timeout) if not self.disabled else False
-        except TaskReportError as exc:  # strict mode re-raises a delivery error: after closing, not instead
-            failure, delivered = exc, False
-        hanging = self._stop(min(1.0, max(0.0, deadline - time.monotonic())))
-        with self.pending.lock:
-            self.closed = self.pending.closed = True
-            self.pending.on_orphan_end = self._spool_late_end
-        left = [(e, f) for e, f, backlog in hanging if not backlog] + list(self.pending.take().items())
-        backlog, files = self.backlog.drain() if self.backlog is not None else ([], [])
-        backlog += [(e, f) for e, f, b in hanging if b]
-        if left and not self.disabled:
-            delivered = False
-        self._spool(left if not self.disabled else [], backlog, files)
-        try:
-            self.transport.close()
-        except Exception as exc:  # closing must not fail an exit
-            _internal.report("closing the transport failed", exc)
-        if failure is not None:
-            raise failure
-        return delivered
-
-    def hand_over(self, successor: Sender, wait: float) -> None:
-        """Stop, moving what is pending and every handle's later changes to ``successor`` (``init()``
-        again). Spooled changes claimed here go back to the spool for the successor to claim."""
-        hanging = self._stop(wait)
-        self.closed = True
-        self.pending.hand_over(successor.pending)
-        successor.pending.put_back([(e, f) for e, f, backlog in hanging if not backlog])
-        backlog, files = self.backlog.drain() if self.backlog is not None else ([], [])
-        backlog += [(e, f) for e, f, b in hanging if b]
-        if successor.backlog is not None and successor.settings.target == self.settings.target:
-            successor.backlog.adopt(backlog, files)  # the claim stays this process's: no copy on disk
-        else:
-            self._spool([], backlog, files)
-        try:
-            self.transport.close()
-        except Exception as exc:
-            _internal.report("closing the transport failed", exc)
-
-    def _spool(self, own: list[tuple[Entry, dict[str, Any]]], backlog: list[tuple[Entry, dict[str, Any]]],
-               claimed: list[Path]) -> None:
-        items = own + backlog
-        directory = self.settings.spool_dir
-        if items and directory is None:
-            logger.warning("taskreport: %d task change(s) not delivered before exit were dropped (spool is off)",
-                           len(own))
-            return
-        if items and directory is not None:
-            try:
-                path = _spool.write(directory, self.settings.target, [_spool.record_of(e, f) for e, f in items])
-            except OSError as exc:
-                logger.error("taskreport: %d task change(s) could not be delivered nor spooled: %s", len(own), exc)
-                return  # the claimed files stay: their next owner delivers them
-            self.spooled += len(own)
-            if own:
-                logger.warning("taskreport: %d task(s) not delivered before exit; spooled to %s", len(own), path)
-        for path in claimed:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-
-    def _spool_late_end(self, entry: Entry, fields: dict[str, Any]) -> None:
-        """A task of this closed client ended: with nobody left to send it, the end goes to the spool."""
-        with self.pending.lock:
-            changes = self.pending.changes.pop(entry, None)
-        if changes is None:
-            return
-        self._spool([(entry, {**fields, **changes})], [], [])
-
     def after_fork_child(self) -> None:
         self._reset()
         # the child's own counts: what the parent sent is the parent's
@@ -518,23 +278,6 @@ class Sender:
         self.log = RateLimitedLog(self.log.interval)
         self.planner.log = self.log
         self.transport.after_fork()
-
-    def deliver_backlog(self, timeout: float) -> tuple[int, bool]:
-        """Claim the spool and deliver it from this thread (``taskreport flush-spool``): (records claimed,
-        everything delivered)."""
-        if self.backlog is None:
-            return 0, True
-        count = self.backlog.claim()
-        deadline = time.monotonic() + max(0.0, timeout)
-        while len(self.backlog) and not self.disabled and time.monotonic() < deadline:
-            if self.policy.paused_until > deadline:
-                break
-            self.waiters += 1
-            try:
-                self._wait_round(deadline)
-            finally:
-                self.waiters -= 1
-        return count, not len(self.backlog) and not self.disabled
 
     def stats(self) -> dict[str, int]:
         return {
@@ -546,17 +289,6 @@ class Sender:
             "spooled": self.spooled,
             "pending": self.pending.count(),
         }
-
-
-def _regroup(items: list[Item]) -> list[Item]:
-    """One item per entry, its fields merged in order."""
-    merged: dict[Entry, Item] = {}
-    for entry, fields, backlog in items:
-        if entry in merged:
-            _, older, _ = merged[entry]
-            fields = merge_fields(older, fields)
-        merged[entry] = (entry, fields, backlog)
-    return list(merged.values())
 
 
 def after_fork_child() -> None:

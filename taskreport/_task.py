@@ -13,11 +13,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from . import _hooks
+from ._counting import counted, total_of
 from ._errors import ConfigurationError, ValidationError
 from ._models import TaskRecord
 from ._pending import Entry, Pending
 from ._ratelog import RateLimitedLog
 from ._status import RUNNING, TERMINAL, Status
+from ._status import VALUES as STATUS_VALUES
 from ._validation import validate_task
 
 if TYPE_CHECKING:
@@ -273,9 +276,7 @@ class Task:
     def iter(self, iterable: Iterable[_T], total: int | None = None) -> Iterator[_T]:
         """Iterate ``iterable``, adding each item to the value; ``total`` (default ``len(iterable)``) is added
         to ``value_max``. Costs a few ns per item: the value is published every so often and at the end."""
-        from ._progress import iterate
-
-        return iterate(self, iterable, total)
+        return counted(self, iterable, total_of(iterable, total), None)
 
     def _merge(self, fields: dict[str, Any]) -> None:
         if self._strict:
@@ -288,9 +289,14 @@ class Task:
             pending = self._current()
         entry = self._entry
         terminal = False
+        moved: str | None = None
         with pending.lock:
             if not _SPECIAL.isdisjoint(fields):
+                previous = self._view.get("status")
                 terminal = self._merge_special(fields)
+                status = fields.get("status")
+                if isinstance(status, str) and status != previous and status in STATUS_VALUES:
+                    moved = status
             actions = fields.pop("actions", None)
             self._view.update(fields)
             changes = pending.changes.get(entry)
@@ -303,6 +309,8 @@ class Task:
                     queued = changes.get("actions")
                     changes["actions"] = [*queued, *actions] if isinstance(queued, list) else actions
             pending.merged += 1
+        if moved is not None and _hooks.status_changed:
+            _hooks.task_status(self, moved, fields)
         if pending.closed:
             if terminal and pending.on_orphan_end is not None:
                 pending.on_orphan_end(entry, {})
@@ -332,7 +340,10 @@ class Task:
         for key in ("data", "tags"):
             if key in fields:
                 new, old = fields[key], view.get(key)
-                if isinstance(new, Mapping) and isinstance(old, Mapping):
+                # dicts first: an ABC check costs more than the rest of a small data update (a log record's)
+                if (type(new) is dict or isinstance(new, Mapping)) and (
+                    type(old) is dict or isinstance(old, Mapping)
+                ):
                     fields[key] = {**old, **new}
         return terminal
 
@@ -414,6 +425,9 @@ class DisabledTask(Task):
 
     def wait_id(self, timeout: float | None = None) -> str | None:
         return None
+
+    def iter(self, iterable: Iterable[_T], total: int | None = None) -> Iterator[_T]:
+        return iter(iterable)
 
 
 _DISABLED = Pending(max_pending=0)

@@ -52,6 +52,7 @@ def by_name(tasks: list[dict[str, Any]], name: str) -> dict[str, Any]:
 
 def test_every_example_has_a_test() -> None:
     tested = {"main_job.py", "decorated.py", "async_job.py", "pipeline.py", "progress_loop.py"}
+    tested |= {"logging_tail.py", "opentelemetry_traces.py", "testing_your_code.py"}
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested
 
 
@@ -112,3 +113,30 @@ def test_progress_loop(env: dict[str, str]) -> None:
     checksum, scan = by_name(tasks, "checksum"), by_name(tasks, "scan")
     assert (checksum["status"], checksum["value"], checksum["value_max"]) == ("success", 50, 50)
     assert (scan["status"], scan["value"], scan["value_max"]) == ("success", 1000, 1000)
+
+
+def test_logging_tail(env: dict[str, str]) -> None:
+    out = run_example("logging_tail.py", env)
+    job = by_name(listed(env), "import-orders")
+    assert job["status"] == "success"
+    assert [r["message"] for r in job["data"]["logs"]] == [
+        "importing 5 rows", "row 3 is empty, skipped", "row 4 could not be parsed", "imported 3 of 5 rows"]
+    assert job["data"]["log_error"]["exception"] == "builtins.ValueError"
+    assert f"[{job['ref']}] importer: importing 5 rows" in out and "INFO    [] importer: starting" in out
+
+
+def test_opentelemetry_traces(env: dict[str, str]) -> None:
+    pytest.importorskip("opentelemetry.sdk", reason="the example needs opentelemetry-sdk (the dev extra)")
+    out = run_example("opentelemetry_traces.py", env)
+    trace_id = out.split("request trace: ")[1].split()[0]
+    tasks = [t for t in listed(env) if t["name"] == "resize-images"]
+    assert sorted(t["status"] for t in tasks) == ["error", "success"]
+    for task in tasks:
+        assert task["data"]["trace_id"] == trace_id
+        assert f"id={task['data']['span_id']}" in out  # each task's own span was printed
+
+
+def test_testing_your_code(env: dict[str, str]) -> None:
+    out = run_example("testing_your_code.py", env)
+    assert "3 passed" in out
+    assert not Path(env["TASKREPORT_HOME"]).exists()  # nothing reached a store

@@ -11,7 +11,7 @@ import pytest
 from recorded import only, records
 
 import taskreport
-from taskreport import Status, _progress
+from taskreport import Status, _counting
 
 
 def unsized(n: int) -> Iterator[int]:
@@ -78,7 +78,7 @@ def test_iter_counts_exactly_when_the_source_raises() -> None:
 
 
 def test_iter_publishes_while_the_loop_runs(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_progress, "MININTERVAL", 0.01)
+    monkeypatch.setattr(_counting, "MININTERVAL", 0.01)
     seen: list[int | None] = []
     with taskreport.task("live") as t:
         for i in t.iter(range(40)):

@@ -63,12 +63,14 @@ def test_a_reference_is_there_at_creation_and_unique() -> None:
 
 
 def test_attach_in_another_process_after_the_create_landed_updates_the_same_task(backend: Configure) -> None:
-    t = taskreport.Task.create("job", status="pending")
+    t = taskreport.Task.create("job", status="pending", data={"args": [1, 2]}, tags={"queue": "qq"})
     assert t.wait_id(10) is not None
     run(ATTACH, t.ref, "end")
     (record,) = taskreport.list_tasks(name="job")
     assert (record.id, record.status, record.value) == (t.id, Status.SUCCESS, 5)
-    assert record.data == {"worker": "attached"} and record.ref == t.ref
+    assert record.ref == t.ref
+    # the attaching process knew nothing of the creator's data: its own keys are added, none erased
+    assert record.data == {"args": [1, 2], "worker": "attached"} and record.tags == {"queue": "qq"}
 
 
 def test_attach_before_the_create_lands_still_makes_one_task(backend: Configure) -> None:
@@ -166,3 +168,22 @@ def test_on_a_stock_server_the_creator_is_exact_and_an_attach_is_a_marked_second
     (marked,) = [r for r in records if isinstance(r.data, dict) and r.data.get("taskreport_ref") == t.ref]
     assert marked.status is Status.SUCCESS and marked.value == 5
     assert taskreport.get_task(t.id).status is Status.PENDING  # the original is untouched, not lost
+
+
+def test_the_batch_operation_merges_data_only_when_asked(live_server: LiveServer) -> None:
+    import httpx
+
+    url = live_server.tasks_url + "batch/"
+    with httpx.Client(headers=live_server.headers(), timeout=10) as http:
+        ref = "merge-test-reference-01"
+        http.post(url, json={"operations": [{"op": "create", "ref": ref, "fields": {"name": "m", "data": {"a": 1}}}]})
+        merged = http.post(url, json={"operations": [
+            {"op": "update", "ref": ref, "fields": {"data": {"b": 2}}, "merge": True}]}).json()["results"][0]
+        assert merged["status"] == 200
+        task = http.get(live_server.tasks_url + merged["id"] + "/").json()
+        assert task["data"] == {"a": 1, "b": 2}
+        http.post(url, json={"operations": [{"op": "update", "ref": ref, "fields": {"data": {"c": 3}}}]})
+        assert http.get(live_server.tasks_url + merged["id"] + "/").json()["data"] == {"c": 3}  # as PATCH does
+        bad = http.post(url, json={"operations": [
+            {"op": "update", "ref": ref, "fields": {}, "merge": "yes"}]}).json()["results"][0]
+        assert bad["status"] == 400 and bad["errors"][0]["attr"] == "merge"

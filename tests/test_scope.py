@@ -10,9 +10,10 @@ from recorded import only, records
 
 import taskreport
 from taskreport import ValidationError
+from taskreport.testing import TaskRecorder
 
 
-def test_scope_adds_data_and_tags_to_tasks_created_inside() -> None:
+def test_scope_adds_data_and_tags_to_tasks_created_inside(taskreport_tasks: TaskRecorder) -> None:
     with taskreport.scope(data={"request": "r-1"}, tags={"tenant": "acme"}):
         with taskreport.task("inside"):
             pass
@@ -20,12 +21,13 @@ def test_scope_adds_data_and_tags_to_tasks_created_inside() -> None:
     with taskreport.task("outside"):
         pass
     for name in ("inside", "created"):
-        record = only(name)
+        record = taskreport_tasks.get(name)
         assert (record.data, record.tags) == ({"request": "r-1"}, {"tenant": "acme"})
-    assert (only("outside").data, only("outside").tags) == (None, {})
+    outside = taskreport_tasks.get("outside")
+    assert (outside.data, outside.tags) == (None, {})
 
 
-def test_nested_scopes_merge_and_the_tasks_own_fields_win() -> None:
+def test_nested_scopes_merge_and_the_tasks_own_fields_win(taskreport_tasks: TaskRecorder) -> None:
     with taskreport.scope(data={"a": 1, "b": 1}, tags={"env": "prod", "team": "ops"}):
         with (
             taskreport.scope(data={"b": 2}, tags={"team": "data"}),
@@ -34,13 +36,13 @@ def test_nested_scopes_merge_and_the_tasks_own_fields_win() -> None:
             pass
         with taskreport.task("shallow"):
             pass
-    deep = only("deep")
+    deep = taskreport_tasks.get("deep")
     assert deep.data == {"a": 1, "b": 2, "c": 3}
     assert deep.tags == {"env": "test", "team": "data"}
-    assert only("shallow").tags == {"env": "prod", "team": "ops"}
+    assert taskreport_tasks.get("shallow").tags == {"env": "prod", "team": "ops"}
 
 
-def test_scope_applies_to_decorated_calls_and_progress() -> None:
+def test_scope_applies_to_decorated_calls_and_progress(taskreport_tasks: TaskRecorder) -> None:
     @taskreport.track(name="step")
     def step() -> None:
         pass
@@ -49,10 +51,10 @@ def test_scope_applies_to_decorated_calls_and_progress() -> None:
         step()
         for _ in taskreport.progress(range(3), name="loop"):
             pass
-    assert only("step").tags == {"run": "r7"} and only("loop").tags == {"run": "r7"}
+    assert taskreport_tasks.get("step").tags == {"run": "r7"} and taskreport_tasks.get("loop").tags == {"run": "r7"}
 
 
-async def test_concurrent_asyncio_tasks_do_not_see_each_others_scope() -> None:
+async def test_concurrent_asyncio_tasks_do_not_see_each_others_scope(taskreport_tasks: TaskRecorder) -> None:
     async def handle(request: str) -> None:
         with taskreport.scope(tags={"request": request}):
             await asyncio.sleep(0)  # let the other handler enter its scope meanwhile
@@ -60,8 +62,8 @@ async def test_concurrent_asyncio_tasks_do_not_see_each_others_scope() -> None:
                 await asyncio.sleep(0)
 
     await asyncio.gather(handle("r1"), handle("r2"))
-    assert only("handle-r1").tags == {"request": "r1"}
-    assert only("handle-r2").tags == {"request": "r2"}
+    assert taskreport_tasks.get("handle-r1").tags == {"request": "r1"}
+    assert taskreport_tasks.get("handle-r2").tags == {"request": "r2"}
 
 
 def test_invalid_scope_fields_raise_at_the_scope() -> None:

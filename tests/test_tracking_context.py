@@ -14,13 +14,14 @@ from recorded import only, records
 
 import taskreport
 from taskreport import Status, ValidationError
+from taskreport.testing import TaskRecorder
 
 
 class Boom(Exception):
     pass
 
 
-def test_block_success_with_progress_and_fields() -> None:
+def test_block_success_with_progress_and_fields(taskreport_tasks: TaskRecorder) -> None:
     with taskreport.task("import", tags={"src": "s3"}, value_max=10) as t:
         assert isinstance(t, taskreport.Task)
         assert taskreport.current_task() is t
@@ -28,36 +29,36 @@ def test_block_success_with_progress_and_fields() -> None:
         t.increment()
         t.update(data={"rows": 5})
     assert taskreport.current_task() is None
-    record = only("import")
+    record = taskreport_tasks.get("import")
     assert record.status is Status.SUCCESS
     assert (record.value, record.value_max, record.value_percent) == (5, 10, 50)
     assert (record.tags, record.data) == ({"src": "s3"}, {"rows": 5})
     assert record.start_time is not None and record.end_time is not None
 
 
-def test_block_error_is_recorded_and_the_exception_propagates() -> None:
+def test_block_error_is_recorded_and_the_exception_propagates(taskreport_tasks: TaskRecorder) -> None:
     exc = Boom("bad row 12")
     with pytest.raises(Boom) as info, taskreport.task("parse"):
         raise exc
     assert info.value is exc
-    record = only("parse")
+    record = taskreport_tasks.get("parse")
     assert record.status is Status.ERROR
     assert record.data["message"] == "bad row 12"
     assert taskreport.current_task() is None
 
 
-def test_block_interrupted_is_cancelled() -> None:
+def test_block_interrupted_is_cancelled(taskreport_tasks: TaskRecorder) -> None:
     with pytest.raises(KeyboardInterrupt), taskreport.task("interrupted"):
         raise KeyboardInterrupt
-    assert only("interrupted").status is Status.CANCELLED
+    assert taskreport_tasks.get("interrupted").status is Status.CANCELLED
 
 
-def test_nested_blocks_are_parent_and_child() -> None:
+def test_nested_blocks_are_parent_and_child(taskreport_tasks: TaskRecorder) -> None:
     with taskreport.task("outer") as outer:
         with taskreport.task("inner") as inner:
             assert taskreport.current_task() is inner
         assert taskreport.current_task() is outer
-    assert only("inner").parent == only("outer").id
+    assert taskreport_tasks.children("outer") == [taskreport_tasks.get("inner")]
 
 
 def test_grandchildren_become_siblings() -> None:

@@ -174,8 +174,11 @@ class TaskOps:
         now: float | None = None,
         events: Collection[str] = (),
         parent_ref: str | None = None,
+        merge: bool = False,
     ) -> TaskRow:
-        """Apply validated fields to a task. ``data`` and ``tags`` replace what was there, as the API does.
+        """Apply validated fields to a task. ``data`` and ``tags`` replace what was there, as the API's PATCH
+        does; with ``merge`` (the batch operation's ``"merge": true``), objects are merged key by key into what
+        is there, so a process that knows only part of a task's data adds to it without erasing the rest.
 
         ``events`` are trigger points this write stands for besides its fields (the sweeper's
         ``max_runtime_exceeded``). ``parent_ref``: set the parent by its reference (flattened to one level;
@@ -185,7 +188,7 @@ class TaskOps:
         _parent_args(fields, parent_ref, None)
         parent = self._parent(scope, fields, parent_ref, now)
         old = task_row(self.cur, scope, str(task_id), lock="update")
-        return self._update(scope, old, fields, now, events, parent_ref, parent)
+        return self._update(scope, old, fields, now, events, parent_ref, parent, merge)
 
     def update_task_by_ref(
         self,
@@ -195,6 +198,7 @@ class TaskOps:
         *,
         now: float | None = None,
         parent_ref: str | None = None,
+        merge: bool = False,
     ) -> TaskRow:
         """Apply validated fields to the task with reference ``ref``, as :meth:`update_task` does. With no such
         task yet (its create has not arrived), a placeholder is made for the create to fill in: named
@@ -207,7 +211,7 @@ class TaskOps:
             insert_placeholder(self.cur, scope, ref, str(fields.get("name") or ref), now)
             row = find_task(self.cur, scope, ref=ref, lock="update")
             assert row is not None
-        return self._update(scope, row, fields, now, (), parent_ref, parent)
+        return self._update(scope, row, fields, now, (), parent_ref, parent, merge)
 
     def _update(
         self,
@@ -218,6 +222,7 @@ class TaskOps:
         events: Collection[str],
         parent_ref: str | None,
         parent: str | None,
+        merge: bool = False,
     ) -> TaskRow:
         if parent_ref is not None and parent_ref == old["idempotency_key"]:
             raise ValidationError("A task can not be its own parent.", attr="parent_ref")
@@ -231,6 +236,10 @@ class TaskOps:
         for key in ("data", "tags"):
             if key in fields:
                 changed[key] = fields[key] if key == "data" else (fields[key] or {})
+                if merge and isinstance(changed[key], dict) and old[key]:
+                    before = load_json(old[key])
+                    if isinstance(before, dict):
+                        changed[key] = {**before, **changed[key]}
         attr = "parent" if parent_ref is None else "parent_ref"
         if parent is None and "parent" in fields and old["parent"] is not None:
             raise ValidationError("A task's parent can not be removed.", attr="parent")

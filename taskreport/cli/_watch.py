@@ -6,6 +6,7 @@ HTTP and on the embedded store alike.
 
 from __future__ import annotations
 
+import abc
 import datetime as _dt
 import itertools
 import os
@@ -177,11 +178,11 @@ class Watcher:
         self.failing_since = None
 
 
-class View:
-    def show(self, tracked: list[Tracked], problem: str | None) -> None:
-        raise NotImplementedError
+class View(abc.ABC):
+    @abc.abstractmethod
+    def show(self, tracked: list[Tracked], problem: str | None) -> None: ...
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - most views have nothing to undo
         pass
 
 

@@ -35,7 +35,7 @@ logger = logging.getLogger("taskreport.server")
 
 Result = dict[str, Any]
 #: attrs that name a part of the operation, not of its fields
-_OPERATION_ATTRS = frozenset({"op", "ref", "id", "parent_ref"})
+_OPERATION_ATTRS = frozenset({"op", "ref", "id", "parent_ref", "merge"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +45,8 @@ class Operation:
     ref: str | None = None
     id: str | None = None
     parent_ref: str | None = None
+    #: an update's ``data`` and ``tags`` merged key by key into what is there, instead of replacing it
+    merge: bool = False
 
 
 def _in_fields(exc: ValidationError) -> ValidationError:
@@ -98,8 +100,11 @@ def parse_operation(item: Any) -> Operation:
     elif ref is None:
         raise ValidationError("This field is required." if op == "create" else "Give ref or id.", attr="ref",
                               code="required")  # fmt: skip
+    merge = item.get("merge", False)
+    if not isinstance(merge, bool):
+        raise ValidationError("must be true or false.", attr="merge")
     fields = task_fields(item.get("fields", {}), partial=op == "update")
-    return Operation(op, fields, ref, task_id, parent_ref)
+    return Operation(op, fields, ref, task_id, parent_ref, merge)
 
 
 def apply(tx: Tx, scope: Scope, operation: Operation) -> Result:
@@ -108,10 +113,12 @@ def apply(tx: Tx, scope: Scope, operation: Operation) -> Result:
         row = tx.create_task(scope, operation.fields, idempotency_key=operation.ref, parent_ref=operation.parent_ref)
         return {"status": 200 if row.replayed else 201, "id": row["id"], "ref": row["ref"]}
     if operation.ref is not None:
-        row = tx.update_task_by_ref(scope, operation.ref, operation.fields, parent_ref=operation.parent_ref)
+        row = tx.update_task_by_ref(scope, operation.ref, operation.fields, parent_ref=operation.parent_ref,
+                                    merge=operation.merge)
     else:
         assert operation.id is not None
-        row = tx.update_task(scope, operation.id, operation.fields, parent_ref=operation.parent_ref)
+        row = tx.update_task(scope, operation.id, operation.fields, parent_ref=operation.parent_ref,
+                             merge=operation.merge)
     return {"status": 200, "id": row["id"], "ref": row["ref"]}
 
 

@@ -57,6 +57,11 @@ _BATCH_OPERATION = {
             "type": "object",
             "description": "As the body of POST .../tasks/ (create) or PATCH .../tasks/{id}/ (update).",
         },
+        "merge": {
+            "type": "boolean",
+            "default": False,
+            "description": "An update's data and tags merged key by key into what is there, instead of replacing it.",
+        },
     },
     "required": ["op"],
 }
