@@ -211,7 +211,7 @@ def browser() -> Iterator[Any]:
             instance.close()
 
 
-def screenshot(page: Any, name: str) -> None:
+def screenshot(page: Any, name: str, *, full_page: bool = False) -> None:
     """Keep the docs' pictures current: ``docs/img/dashboard-NAME.png``, taken by the tests."""
     DOCS_IMG.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(DOCS_IMG / f"dashboard-{name}.png"), full_page=False)
+    page.screenshot(path=str(DOCS_IMG / f"dashboard-{name}.png"), full_page=full_page)

@@ -83,6 +83,15 @@ def test_a_wrong_password_is_refused(page: Any, server: Any) -> None:
 
 
 def test_a_task_updated_by_the_library_moves_its_bar_without_reload(page: Any, server: Any) -> None:
+    h = server.headers()
+    # company for the docs' screenshot
+    nightly = httpx.post(server.tasks_url, json={"name": "nightly backup", "status": "success", "value": 100,
+                                                 "tags": {"env": "prod"}}, headers=h).json()  # fmt: skip
+    httpx.post(server.tasks_url, json={"name": "backup: database", "status": "success", "value": 100,
+                                       "parent": nightly["id"]}, headers=h)  # fmt: skip
+    httpx.post(server.tasks_url, json={"name": "send invoices", "status": "error", "value": 37, "value_max": 120,
+                                       "tags": {"env": "prod", "team": "billing"}}, headers=h)  # fmt: skip
+    httpx.post(server.tasks_url, json={"name": "resize images", "status": "pending"}, headers=h)
     library = LibraryProcess(server.url, server.token, "acme", "web", "library job")
     try:
         sign_in(page, server)
@@ -187,7 +196,7 @@ def test_a_task_page_shows_data_output_logs_and_children(page: Any, server: Any)
         expect(page.locator("[data-section=summary] progress")).to_have_attribute("value", "55")
         library.send("child import-part-2")
         expect(page.locator("#children-table tbody tr")).to_have_count(2)
-        screenshot(page, "task")
+        screenshot(page, "task", full_page=True)
     finally:
         library.close()
 
