@@ -254,6 +254,7 @@ def test_the_public_page_opens_signed_out_and_shows_no_data(browser: Any, server
         connected(page)
         assert httpx.patch(f"{server.tasks_url}{task['id']}/", json={"value": 80}, headers=h).is_success
         expect(page.locator("[data-section=summary] progress")).to_have_attribute("value", "80")
+        assert "do-not-show" not in page.content() and "hidden-tag" not in page.content()
         screenshot(page, "public")
         # a link with a signature that is not the server's opens nothing
         page.goto(task["public_url"][:-3] + "abc")

@@ -25,6 +25,7 @@ from ..._store import Row
 from ..._store import Scope as ProjectScope
 from ..._store._dashboard import SessionUser, secret, session_user, user_projects
 from .._request import read_body
+from .._responses import error_response
 from . import _views
 from ._feed import ChangeFeed
 from ._security import LOGIN_COOKIE, SESSION_COOKIE, Keys
@@ -151,7 +152,11 @@ class Dashboard:
         if scope["type"] != "http":
             return
         request = Request(scope, receive)
-        response = self.error_page(request, 404, "Not found", "There is no page here.")
+        if "text/html" not in request.headers.get("accept", ""):
+            # not a browser (a client with a wrong base path...): the API's 404
+            await error_response(NotFound("Not found."))(scope, receive, send)
+            return
+        response: Response = self.error_page(request, 404, "Not found", "There is no page here.")
         for name, value in _HEADERS.items():
             response.headers.setdefault(name, value)
         await response(scope, receive, send)

@@ -217,8 +217,8 @@ async def task_live(d: Dashboard, request: Request) -> Response:
 
 
 def _sections(module: Any) -> dict[str, str]:
-    return {name: str(getattr(module, name)()) for name in ("summary", "timeline", "details", "actions_list",
-                                                          "children_list") if hasattr(module, name)}  # fmt: skip
+    names = ("summary", "timeline", "details", "actions_list", "children_list")
+    return {name: str(getattr(module, name)()) for name in names}
 
 
 async def _project_write(d: Dashboard, request: Request) -> tuple[Scope, str, dict[str, str]]:
@@ -295,10 +295,11 @@ async def public_page(d: Dashboard, request: Request) -> Response:
 
 async def public_live(d: Dashboard, request: Request) -> Response:
     _, context, details = await _public(d, request)
-    if not details:
-        return JSONResponse({"sections": {}})
-    module = d.env.get_template("_task_parts.html").make_module({"root": d.root(request), "details": True, **context})
-    return JSONResponse({"sections": _sections(module)})
+    module = d.env.get_template("_task_parts.html").make_module({"root": d.root(request), "details": details,
+                                                                 **context})  # fmt: skip
+    sections = _sections(module)
+    shown = ("summary", "timeline", "details", "actions_list") if details else ("summary", "timeline")
+    return JSONResponse({"sections": {name: sections[name] for name in shown}})
 
 
 # -- live streams ---------------------------------------------------------------------------------------
