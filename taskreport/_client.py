@@ -119,9 +119,13 @@ class Client:
             self._env_parent = parent
         return parent
 
-    def create_task(self, name: str, *, parent: Any = _UNSET, heartbeat: float | None = None, **fields: Any) -> Task:
+    def create_task(
+        self, name: str, *, parent: Any = _UNSET, heartbeat: float | None = None, ref: str | None = None, **fields: Any
+    ) -> Task:
         if self.disabled:
             return DisabledTask(name)
+        if ref is not None and not is_ref(ref):
+            raise ValidationError("must be a task reference (16-64 letters, digits, '-' or '_').", attr="ref")
         fields["name"] = name
         if parent is _UNSET:
             parent = _context.current.get()
@@ -179,7 +183,7 @@ class Client:
                 state["end_time"] = now
         actions = state.pop("actions", None)
         entry = Entry(
-            new_ref(),
+            ref or new_ref(),
             state,
             born_here=True,
             parent=parent.entry if isinstance(parent, Task) else None,

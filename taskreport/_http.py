@@ -222,6 +222,8 @@ class HttpTransport:
                 status_code=status,
                 code="redirect",
             )
+        if self.refs is None and "refs" in response.headers.get(FEATURES_HEADER, ""):
+            self.refs = True  # any answer of a server with references says so (a GET too)
         if status == 204:
             return None
         try:

@@ -31,6 +31,8 @@ from ._transport import Transport
 
 logger = logging.getLogger("taskreport")
 
+#: after an end wakes the sender, how long other ends may join its round (seconds)
+LINGER = 0.05
 #: spooled changes of earlier processes sent per round, after this process's own
 BACKLOG_ROUND = 1000
 
@@ -117,8 +119,10 @@ class Sender(Rounds, Ending):
                 self.log.log(logging.WARNING, "spool", "taskreport: cannot read the spool: %s", exc)
         while not self._stop_requested.is_set():
             wait = self._next_wait()
-            if wait > 0:
-                self.event.wait(wait)
+            woken = self.event.wait(wait) if wait > 0 else False
+            if woken and not self.waiters and len(self.pending.changes) < BATCH_WAKE:
+                # woken by an end: ends of the same moment (a busy worker's tasks) join this round
+                self._stop_requested.wait(LINGER)
             self.event.clear()
             if self._stop_requested.is_set():
                 break

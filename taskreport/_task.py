@@ -113,6 +113,8 @@ class Task:
 
         Invalid fields raise :class:`~taskreport.ValidationError` naming the field. ``parent`` defaults to
         the current task (``parent=None`` opts out); ``heartbeat=SECONDS`` keeps a quiet task fresh.
+        ``ref`` names the task with a reference chosen by the caller (one that another process can derive on
+        its own, such as one made from a Celery task id) instead of a new one.
         """
         return _provider().create_task(name, **fields)
 

@@ -53,6 +53,7 @@ def by_name(tasks: list[dict[str, Any]], name: str) -> dict[str, Any]:
 def test_every_example_has_a_test() -> None:
     tested = {"main_job.py", "decorated.py", "async_job.py", "pipeline.py", "progress_loop.py"}
     tested |= {"logging_tail.py", "opentelemetry_traces.py", "testing_your_code.py"}
+    tested |= {"celery_eager.py"}  # tests/test_celery_example.py
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested
 
 

@@ -458,3 +458,4 @@ def test_a_child_of_a_refused_parent_gets_no_stand_in_parent(sqlite_server: Live
     child.success()
     assert taskreport.flush(5)
     assert [(x["name"], x["parent"]) for x in server_tasks(sqlite_server)] == [("child", None)]
+
