@@ -6,6 +6,7 @@ A later release adds a migration to the end of MIGRATIONS; it never edits one th
 
 from __future__ import annotations
 
+from ._dashboard import MIGRATION as DASHBOARD_MIGRATION
 from ._db import Cursor, Database
 
 MIGRATIONS: list[list[str]] = [
@@ -70,6 +71,8 @@ MIGRATIONS: list[list[str]] = [
     [
         "ALTER TABLE projects ADD COLUMN webhook_secret TEXT",
     ],
+    # 6: the dashboard's: the index "changed since" walks, sign-in sessions, its secret, a project setting
+    DASHBOARD_MIGRATION,
 ]
 
 LATEST = len(MIGRATIONS)

@@ -174,3 +174,10 @@ def webhook_secret(ctx: click.Context, organization: str, project: str, rotate: 
             )
         secret = tx.webhook_secret(scope.project_id, rotate=rotate)
     click.echo(secret)
+
+
+# the dashboard's (taskreport/cli/_admin_dashboard.py)
+from ._admin_dashboard import dashboard_secret, public_details  # noqa: E402
+
+admin.add_command(public_details)
+admin.add_command(dashboard_secret)

@@ -308,6 +308,7 @@ def serve(**opts: Any) -> None:
         if note:
             click.echo(note)
     click.echo(f"Serving the task API on {url} (store: {app.store!r})", err=True)
+    click.echo(f"Dashboard: {base_url or settings.bind_url}/  (sign in with a user of this database)", err=True)
     if settings.base_url is None:
         click.echo(
             f"Links in webhook and email deliveries point at {settings.bind_url}: give --base-url to have "

@@ -32,6 +32,8 @@ class Api:
         self.limiter = RateLimiter(settings.rate_limit) if settings.rate_limit else None
         self.login_limiter = RateLimiter(settings.login_rate_limit) if settings.login_rate_limit else None
         self._scopes: dict[tuple[str, str], Scope] = {}
+        #: (base, task row) -> the task's public page (set by the dashboard); None: the API URL
+        self.public_link: Callable[[str, Any], str] | None = None
 
     async def read(self, read: Callable[[Tx], T]) -> T:
         """``read(tx)`` in a read transaction, in the thread pool: reads never wait for the writer."""

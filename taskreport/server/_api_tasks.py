@@ -38,7 +38,7 @@ async def list_tasks(api: Api, ctx: Ctx) -> Response:
         {
             "next": _page_url(ctx, page.next_cursor),
             "previous": _page_url(ctx, page.previous_cursor),
-            "results": [render_task(row, ctx.base) for row in page.results],
+            "results": [render_task(row, ctx.base, api.public_link) for row in page.results],
         }
     )
 
@@ -57,14 +57,14 @@ async def create_task(api: Api, ctx: Ctx) -> Response:
     key = idempotency_key(ctx.request)
     row = await api.write(lambda tx: tx.create_task(scope, fields, idempotency_key=key))
     # a replay (the key was used before) answers with the task as it is, and says it made nothing
-    return json_response(render_task(row, ctx.base), 200 if row.replayed else 201)
+    return json_response(render_task(row, ctx.base, api.public_link), 200 if row.replayed else 201)
 
 
 async def get_task(api: Api, ctx: Ctx) -> Response:
     scope = await api.project(ctx)
     task_id = ctx.params["task"]
     row = await api.read(lambda tx: tx.get_task(scope, task_id))
-    return json_response(render_task(row, ctx.base))
+    return json_response(render_task(row, ctx.base, api.public_link))
 
 
 async def _update_task(api: Api, ctx: Ctx, *, partial: bool) -> Response:
@@ -72,7 +72,7 @@ async def _update_task(api: Api, ctx: Ctx, *, partial: bool) -> Response:
     fields = task_fields(await api.body(ctx), partial=partial)
     task_id = ctx.params["task"]
     row = await api.write(lambda tx: tx.update_task(scope, task_id, fields))
-    return json_response(render_task(row, ctx.base))
+    return json_response(render_task(row, ctx.base, api.public_link))
 
 
 async def put_task(api: Api, ctx: Ctx) -> Response:

@@ -27,6 +27,7 @@ from ._schema import FEATURES
 from ._settings import ServerSettings
 from ._sweeper import sweep_forever
 from ._writer import Writer
+from .dashboard import dashboard_mount
 
 logger = logging.getLogger("taskreport.server")
 
@@ -56,7 +57,7 @@ class TaskServer:
         self.deliverer = Deliverer(self.store, settings, self.delivery_base)
         self.writer = Writer(self.store, max_batch=settings.max_batch, on_commit=self.deliverer.wake)
         self.api = Api(settings, self.store, self.writer, self.start)
-        self.router = build_router(self.api, ROUTES, mounts)
+        self.router = build_router(self.api, ROUTES, [*mounts, dashboard_mount(self)])
         self._sweeper: asyncio.Task[None] | None = None
         self._started = False
         # once shut down, never started again by a late request: its write gets a 503 instead

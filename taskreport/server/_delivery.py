@@ -28,6 +28,8 @@ class Deliverer:
         self.store = store
         self.settings = settings
         self.base_url = base_url
+        #: (base, task row) -> the task's public page (set by the dashboard); None: the API URL
+        self.public_link: Callable[[str, Any], str] | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -100,7 +102,7 @@ class Deliverer:
     def send(self, firing: Row) -> None:
         integration: str = firing["integration"]
         config: Any = firing["config"] if isinstance(firing["config"], dict) else {}
-        task = render_task(firing["payload"], self.base_url())
+        task = render_task(firing["payload"], self.base_url(), self.public_link)
         if integration.startswith("webhook:"):
             body = dumps(task)
             headers = {

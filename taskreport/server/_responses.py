@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from starlette.responses import Response
@@ -49,13 +49,15 @@ def task_url(base: str, organization: str, project: str, task_id: str) -> str:
     return f"{base}/api/{q(organization, safe='')}/{q(project, safe='')}/tasks/{q(task_id, safe='')}/"
 
 
-def render_task(row: Row, base: str) -> dict[str, Any]:
+def render_task(row: Row, base: str, public_link: Callable[[str, Row], str] | None = None) -> dict[str, Any]:
     out = dict(row)
     for key in _TASK_TIMES:
         out[key] = to_iso(row[key])
     tts = row["time_to_start"]
     out["time_to_start"] = None if tts is None else f"{tts:.6f}"
     out["url"] = out["public_url"] = task_url(base, row["organization"], row["project"], row["id"])
+    if public_link is not None:
+        out["public_url"] = public_link(base, row)
     return out
 
 

@@ -213,7 +213,9 @@ def test_request_host_headers_never_reach_delivered_links(server_factory: Any, r
         tx.update_task(tx.ensure_project("acme", "web"), task["id"], {"status": "success"})
     assert wait_for(lambda: receiver.requests)
     body = receiver.requests[0][1]
-    assert body["url"] == body["public_url"] == f"{live.tasks_url}{task['id']}/"
+    assert body["url"] == f"{live.tasks_url}{task['id']}/"
+    # public_url: the task's public dashboard page, on the bound address too
+    assert body["public_url"] == task["public_url"] and body["public_url"].startswith(f"{live.url}/public/")
 
 
 def test_webhooks_to_private_addresses_are_refused_by_default(sqlite_server: LiveServer, receiver_factory: Any) -> None:
