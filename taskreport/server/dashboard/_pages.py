@@ -8,7 +8,7 @@ import json
 import secrets
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
@@ -27,7 +27,47 @@ from ._feed import RESYNC, Listener
 from ._security import LOGIN_COOKIE, SESSION_COOKIE
 
 if TYPE_CHECKING:
-    from ._app import Dashboard
+    import jinja2
+    from starlette.responses import HTMLResponse
+
+    from ..._store import Row
+    from ..._store import Scope as ProjectScope
+    from ..._store._dashboard import SessionUser
+    from ._feed import ChangeFeed
+    from ._security import Keys
+
+
+class Dashboard(Protocol):
+    """What the handlers use of the dashboard app (``_app.Dashboard``), which routes to them."""
+
+    api: Any
+    env: jinja2.Environment
+    feed: ChangeFeed
+    settings: Any
+    session_seconds: float
+    stream_seconds: float
+
+    async def keys(self) -> Keys: ...
+
+    def public_url(self, base: str, task: Row) -> str: ...
+
+    def root(self, request: Request) -> str: ...
+
+    def secure(self, request: Request) -> bool: ...
+
+    def render(self, request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse: ...
+
+    async def session(self, request: Request) -> tuple[SessionUser, str] | None: ...
+
+    async def signed_in(self, request: Request) -> SessionUser: ...
+
+    async def projects(self, user: SessionUser) -> list[Row]: ...
+
+    async def project(self, request: Request, user: SessionUser) -> tuple[ProjectScope, list[Row]]: ...
+
+    async def form(self, request: Request, binding: str | None) -> dict[str, str]: ...
+
+    def login_nonce(self, request: Request) -> str | None: ...
 
 PAGE_SIZE = 50
 #: a live stream is closed after this long (the browser opens another at once), so that a session that ended
