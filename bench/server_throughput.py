@@ -1,16 +1,21 @@
-"""Persisted PATCH/s of a real ``taskreport serve`` on SQLite, against a no-op endpoint of the same stack.
+"""Persisted PATCH/s of a real ``taskreport serve`` (SQLite or PostgreSQL, 1..N server processes), against a
+no-op endpoint of the same stack.
 
-Starts ``taskreport serve`` on a fresh SQLite database on a free loopback port, then drives it with 32
-keep-alive connections (wrk if installed, else a Python HTTP/1.1 load generator) for a bounded time:
+Starts ``taskreport serve`` on a fresh database on a free loopback port (``--store postgresql``: a new
+database on the PostgreSQL at 127.0.0.1:5432, dropped afterwards; ``--workers 1,2,4``: one run per count of
+server processes), then drives it with 32 keep-alive connections (wrk if installed, else a Python HTTP/1.1
+load generator) for a bounded time:
 
 1. ``GET /api/ping/``: the no-op, through the same uvicorn, ASGI app, routing and negotiation;
 2. ``PATCH /api/{org}/{project}/tasks/{id}/`` with ``{"value": n}``, rotating over many tasks.
 
-Prints requests/s, p50/p99 latency and the PATCH/no-op ratio (target: >= 0.5). A PATCH is answered only
+Prints requests/s, p50/p99 latency and the PATCH/no-op ratio (target: >= 0.5 with one process), and with
+several process counts the gain of each over one process. A PATCH is answered only
 after its transaction committed; to check that, the run records the highest value acknowledged for each
 task and, after stopping the server, reads the database: every task must hold at least that value.
 
-    python bench/server_throughput.py [--duration 5] [--connections 32] [--tasks 256] [--python]
+    python bench/server_throughput.py [--store sqlite|postgresql] [--workers 1,2,4] [--duration 5]
+        [--connections 32] [--tasks 256] [--python]
 """
 
 from __future__ import annotations
@@ -101,7 +106,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(workdir: Path, port: int) -> tuple[subprocess.Popen[str], str]:
+def start_server(workdir: Path, port: int, db: str, workers: int) -> tuple[subprocess.Popen[str], str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKREPORT_")}
     env.update(TASKREPORT_HOME=str(workdir / "home"), TASKREPORT_CONFIG=str(workdir / "config.toml"))
     script = Path(sys.executable).parent / "taskreport"
@@ -109,7 +114,9 @@ def start_server(workdir: Path, port: int) -> tuple[subprocess.Popen[str], str]:
     command += [
         "serve",
         "--db",
-        str(workdir / "bench.db"),
+        db,
+        "--workers",
+        str(workers),
         "--port",
         str(port),
         "--no-write-config",
@@ -231,18 +238,34 @@ def run_python(port: int, make: Any, connections: int, duration: float) -> dict[
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
-    parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--tasks", type=int, default=256, help="tasks the PATCHes rotate over")
-    parser.add_argument("--python", action="store_true", help="use the Python load generator even if wrk exists")
-    args = parser.parse_args()
-    use_wrk = shutil.which("wrk") is not None and not args.python
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 
-    workdir = Path(tempfile.mkdtemp(prefix="taskreport-bench-"))
+
+def fresh_database(store: str, workdir: Path, n: int) -> str:
+    if store == "sqlite":
+        return str(workdir / f"bench{n}.db")
+    import psycopg
+
+    name = f"taskreport_bench_{os.getpid()}_{n}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name}")
+        admin.execute(f"CREATE DATABASE {name}")
+    return PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+
+
+def drop_database(store: str, db: str) -> None:
+    if store == "postgresql":
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {db.rsplit('/', 1)[1]} WITH (FORCE)")
+
+
+def one_run(args: argparse.Namespace, workdir: Path, workers: int, use_wrk: bool) -> dict[str, Any]:
+    """No-op and PATCH rates with ``workers`` server processes on a fresh database; checks persistence."""
+    db = fresh_database(args.store, workdir, workers)
     port = free_port()
-    server, token = start_server(workdir, port)
+    server, token = start_server(workdir, port, db, workers)
     base = f"http://127.0.0.1:{port}"
     prefix = "/api/local/default/tasks/"
     try:
@@ -268,7 +291,7 @@ def main() -> None:
                 return run_wrk(f"{base}{prefix}", WRK_SCRIPT, env, args.connections, duration)
             return run_python(port, make_patch if kind == "patch" else make_ping, args.connections, duration)
 
-        measure("noop", 1.0)  # warm up both paths (imports, connections, SQLite pages)
+        measure("noop", 1.0)  # warm up both paths (imports, connections, database pages) in every process
         measure("patch", 1.0)
         noop = measure("noop", args.duration)
         patch = measure("patch", args.duration)
@@ -280,26 +303,58 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     from taskreport._store import open_store
 
-    store = open_store(str(workdir / "bench.db"))
+    store = open_store(db)
     with store.transaction(write=False) as tx:
         final = {row["public_id"]: row["value"] for row in tx.cur.all("SELECT public_id, value FROM tasks")}
     store.close()
+    drop_database(args.store, db)
     lost = {tid: (value, final.get(tid)) for tid, value in patch["acked"].items() if (final.get(tid) or -1) < value}
-    shutil.rmtree(workdir, ignore_errors=True)
+    return {"noop": noop, "patch": patch, "lost": lost}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--store", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--workers", default="1", help="server process counts to run, e.g. 1,2,4")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--tasks", type=int, default=256, help="tasks the PATCHes rotate over")
+    parser.add_argument("--python", action="store_true", help="use the Python load generator even if wrk exists")
+    args = parser.parse_args()
+    use_wrk = shutil.which("wrk") is not None and not args.python
+    counts = [int(n) for n in args.workers.split(",")]
+
+    workdir = Path(tempfile.mkdtemp(prefix="taskreport-bench-"))
+    try:
+        runs = {n: one_run(args, workdir, n, use_wrk) for n in counts}
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
     generator = "wrk (1 thread)" if use_wrk else "python asyncio load generator"
-    print(f"taskreport serve, SQLite, {args.connections} keep-alive connections, {generator}, {args.duration:g} s each")
-    for name, result in (("no-op GET /api/ping/", noop), ("PATCH task (persisted)", patch)):
-        print(
-            f"  {name:<24} {result['rate']:>9.0f} req/s   p50 {result['p50_us'] / 1000:6.2f} ms"
-            f"   p99 {result['p99_us'] / 1000:6.2f} ms   errors {result['errors']}  non-2xx {result['non2xx']}"
-        )
-    ratio = patch["rate"] / noop["rate"]
-    print(f"  ratio PATCH/no-op: {ratio:.2f}x (target >= 0.5x)")
-    checked = len(patch["acked"])
-    print(f"  persistence: {checked} tasks checked after shutdown, {len(lost)} below their last acknowledged value")
-    if lost or patch["non2xx"] or patch["errors"]:
-        raise SystemExit(f"FAILED: lost={dict(list(lost.items())[:5])} non2xx={patch['non2xx']}")
+    print(
+        f"taskreport serve, {args.store}, {args.connections} keep-alive connections, {generator}, "
+        f"{args.duration:g} s each, {os.cpu_count()} cores"
+    )
+    first = runs[counts[0]]
+    failed = []
+    for n, run in runs.items():
+        noop, patch, lost = run["noop"], run["patch"], run["lost"]
+        print(f" {n} server process(es):")
+        for name, result in (("no-op GET /api/ping/", noop), ("PATCH task (persisted)", patch)):
+            print(
+                f"  {name:<24} {result['rate']:>9.0f} req/s   p50 {result['p50_us'] / 1000:6.2f} ms"
+                f"   p99 {result['p99_us'] / 1000:6.2f} ms   errors {result['errors']}  non-2xx {result['non2xx']}"
+            )
+        print(f"  ratio PATCH/no-op: {patch['rate'] / noop['rate']:.2f}x (target >= 0.5x with one process)")
+        if n != counts[0]:
+            gain = patch["rate"] / first["patch"]["rate"]
+            print(f"  PATCH/s against {counts[0]} process(es): {gain:.2f}x")
+        print(f"  persistence: {len(patch['acked'])} tasks checked after shutdown, {len(lost)} below their last "
+              "acknowledged value")
+        if lost or patch["non2xx"] or patch["errors"]:
+            failed.append(f"{n} processes: lost={dict(list(lost.items())[:5])} non2xx={patch['non2xx']}")
+    if failed:
+        raise SystemExit("FAILED: " + "; ".join(failed))
 
 
 if __name__ == "__main__":

@@ -4,9 +4,14 @@ rest of the suite instead of trailing it (the 1,000-task run, marked ``load``, f
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
+
+# scrypt at its real cost (128 MiB, a quarter second a hash) buys a test suite nothing: servers and users are
+# made by the hundred here. The tests of the cost itself remove this.
+os.environ.setdefault("TASKREPORT_SCRYPT_N", "1024")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -39,7 +39,7 @@ def server(tmp_path: Path) -> Iterator[LiveServer]:
 
 @pytest.fixture(params=["http", "embedded"])
 def env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("TASKREPORT_")}
+    base = {k: v for k, v in os.environ.items() if (not k.startswith("TASKREPORT_") or k == "TASKREPORT_SCRYPT_N")}
     base.update(PATH=f"{BIN}:{base.get('PATH', '')}", TASKREPORT_HOME=str(tmp_path / "home"),
                 TASKREPORT_CONFIG=str(tmp_path / "config.toml"))
     if request.param == "http":

@@ -68,7 +68,7 @@ def python(code: str) -> list[str]:
 @pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """This process reads back from where the commands report: the same home and config file."""
-    for key in [k for k in os.environ if k.startswith("TASKREPORT_")]:
+    for key in [k for k in os.environ if k.startswith("TASKREPORT_") and k != "TASKREPORT_SCRYPT_N"]:
         monkeypatch.delenv(key)
     monkeypatch.setenv("TASKREPORT_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("TASKREPORT_CONFIG", str(tmp_path / "config.toml"))
@@ -84,7 +84,7 @@ def server(tmp_path: Path) -> Iterator[LiveServer]:
 
 
 def _base_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKREPORT_")}
+    env = {k: v for k, v in os.environ.items() if (not k.startswith("TASKREPORT_") or k == "TASKREPORT_SCRYPT_N")}
     env.update(TASKREPORT_HOME=str(tmp_path / "home"), TASKREPORT_CONFIG=str(tmp_path / "config.toml"),
                LANG="C.UTF-8")
     return env

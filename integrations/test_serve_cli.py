@@ -29,7 +29,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, str, dict[str, str]]]:
         pytest.skip(f"no console script at {TASKREPORT}: pip install -e '.[server]'")
     port = _free_port()
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("TASKREPORT_")},
+        **{k: v for k, v in os.environ.items() if (not k.startswith("TASKREPORT_") or k == "TASKREPORT_SCRYPT_N")},
         "TASKREPORT_HOME": str(tmp_path / "home"),
         "TASKREPORT_CONFIG": str(tmp_path / "config.toml"),
         "TASKREPORT_SERVE_PORT": str(port),

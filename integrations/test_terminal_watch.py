@@ -37,7 +37,11 @@ class Where:
 
 
 def _base_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKREPORT_") and k not in ("NO_COLOR",)}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if (not k.startswith("TASKREPORT_") or k == "TASKREPORT_SCRYPT_N") and k not in ("NO_COLOR",)
+    }
     env.update(TASKREPORT_HOME=str(tmp_path / "home"), TASKREPORT_CONFIG=str(tmp_path / "config.toml"),
                TERM="xterm-256color", LANG="C.UTF-8", PYTHONIOENCODING="utf-8")
     return env
@@ -45,7 +49,7 @@ def _base_env(tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for key in [k for k in os.environ if k.startswith("TASKREPORT_")]:
+    for key in [k for k in os.environ if k.startswith("TASKREPORT_") and k != "TASKREPORT_SCRYPT_N"]:
         monkeypatch.delenv(key)
     monkeypatch.setenv("TASKREPORT_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("TASKREPORT_CONFIG", str(tmp_path / "config.toml"))
@@ -260,7 +264,7 @@ def test_the_docs_recording_script_still_records(tmp_path: Path) -> None:
     import xml.etree.ElementTree as ET
 
     out = tmp_path / "watch.svg"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKREPORT_")}
+    env = {k: v for k, v in os.environ.items() if (not k.startswith("TASKREPORT_") or k == "TASKREPORT_SCRYPT_N")}
     done = subprocess.run([os.sys.executable, str(Path(__file__).parent / "record_watch.py"), str(out)], env=env,
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr

@@ -11,6 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+# scrypt at its real cost (128 MiB, a quarter second a hash) buys a test suite nothing: servers and users are
+# made by the hundred here. The tests of the cost itself remove this.
+os.environ.setdefault("TASKREPORT_SCRYPT_N", "1024")
+
 if TYPE_CHECKING:
     import taskreport
 

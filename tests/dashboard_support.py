@@ -148,7 +148,7 @@ class LibraryProcess:
     """A real client of the library in another process, reporting to ``url``."""
 
     def __init__(self, url: str, token: str, organization: str, project: str, name: str) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TASKREPORT_")}
+        env = {k: v for k, v in os.environ.items() if (not k.startswith("TASKREPORT_") or k == "TASKREPORT_SCRYPT_N")}
         env["TASKREPORT_HOME"] = os.environ.get("TASKREPORT_HOME", "/tmp")
         self.proc = subprocess.Popen(
             [sys.executable, "-c", CLIENT_PROGRAM, url, token, organization, project, name],

@@ -375,7 +375,11 @@ def test_one_poll_per_process_however_many_pages_listen(server: Any) -> None:
 
 
 def test_serve_prints_the_dashboards_url(tmp_path: Any) -> None:
-    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("TASKREPORT_")}
+    env = {
+        k: v
+        for k, v in __import__("os").environ.items()
+        if (not k.startswith("TASKREPORT_") or k == "TASKREPORT_SCRYPT_N")
+    }
     env.update(TASKREPORT_HOME=str(tmp_path / "home"), TASKREPORT_CONFIG=str(tmp_path / "config.toml"))
     proc = subprocess.Popen(
         [sys.executable, "-m", "taskreport", "serve", "--db", str(tmp_path / "t.db"), "--port", "0",

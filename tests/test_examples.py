@@ -20,7 +20,7 @@ CLI = Path(sys.executable).parent / "taskreport"
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKREPORT_")}
+    env = {k: v for k, v in os.environ.items() if (not k.startswith("TASKREPORT_") or k == "TASKREPORT_SCRYPT_N")}
     env["TASKREPORT_HOME"] = str(tmp_path / "example-home")
     env["TASKREPORT_CONFIG"] = str(tmp_path / "example-config.toml")
     return env

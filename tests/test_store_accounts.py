@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from taskreport._errors import NotFound, ValidationError
+from taskreport._errors import ConfigurationError, NotFound, ValidationError
 from taskreport._store import Store, hash_token, open_store
 from taskreport._store import _passwords as passwords
 
@@ -173,6 +173,7 @@ def scrypts(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, int]]:
         return real(password, **kwargs)
 
     monkeypatch.setattr(passwords.hashlib, "scrypt", counting)
+    monkeypatch.delenv(passwords.COST_ENV, raising=False)  # the real cost, not the suite's
     return calls
 
 
@@ -190,8 +191,9 @@ def test_an_unknown_user_costs_what_a_wrong_password_costs(store: Store, scrypts
     assert wrong == unknown == [(passwords.SCRYPT_N, passwords.SCRYPT_R, passwords.SCRYPT_P)]
 
 
-def test_passwords_are_hashed_at_owasps_cost() -> None:
+def test_passwords_are_hashed_at_owasps_cost(monkeypatch: pytest.MonkeyPatch) -> None:
     # OWASP Password Storage Cheat Sheet: scrypt with N >= 2^17, r = 8, p = 1
+    monkeypatch.delenv(passwords.COST_ENV, raising=False)
     assert (passwords.SCRYPT_N, passwords.SCRYPT_R, passwords.SCRYPT_P) == (2**17, 8, 1)
     stored = passwords.hash_password("long enough password")
     assert stored.startswith(f"scrypt${2**17}$8$1$")
@@ -199,7 +201,24 @@ def test_passwords_are_hashed_at_owasps_cost() -> None:
     assert not passwords.needs_rehash(stored)
 
 
-def test_an_older_hash_still_logs_in_and_asks_for_a_rehash(store: Store) -> None:
+def test_a_lower_cost_from_the_environment_never_weakens_a_stored_hash(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(passwords.COST_ENV, raising=False)
+    strong = passwords.hash_password("long enough password")
+    monkeypatch.setenv(passwords.COST_ENV, "1024")
+    weak = passwords.hash_password("long enough password")
+    assert weak.startswith("scrypt$1024$8$1$") and passwords.check_password("long enough password", weak)
+    # a hash at a higher cost than the configured one is kept: no login rehashes it down
+    assert not passwords.needs_rehash(strong)
+    monkeypatch.delenv(passwords.COST_ENV)
+    assert passwords.needs_rehash(weak)
+    for bad in ("1000", "512", "lots"):
+        monkeypatch.setenv(passwords.COST_ENV, bad)
+        with pytest.raises(ConfigurationError, match=passwords.COST_ENV):
+            passwords.hash_password("long enough password")
+
+
+def test_an_older_hash_still_logs_in_and_asks_for_a_rehash(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(passwords.COST_ENV, raising=False)
     with store.transaction() as tx:
         uid = tx.create_user("alice", "long enough password", "acme")
         # as wave 1 hashed it: N=2^14

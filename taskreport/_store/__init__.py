@@ -29,7 +29,8 @@ What a :class:`Tx` offers:
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 from . import _bulk
@@ -40,8 +41,8 @@ from ._listing import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_TAG_FILTERS, Listing
 from ._migrations import LATEST as SCHEMA_VERSION
 from ._migrations import migrate
 from ._outbox import OutboxOps
-from ._passwords import check_password, hash_password, hash_token
-from ._rows import Page, Scope, TaskRow, scrub
+from ._passwords import check_password, hash_password, hash_token, scrypt_n
+from ._rows import Page, Scope, TaskRow, scrub, task_out
 from ._tasks import TaskOps
 
 bulk_qualifies = _bulk.qualifies
@@ -64,6 +65,7 @@ __all__ = [
     "hash_token",
     "open_store",
     "scrub",
+    "scrypt_n",
 ]
 
 
@@ -74,9 +76,22 @@ class Tx(TaskOps, ListingOps, ActionOps, AccountOps, OutboxOps):
         self.cur = cur
         self._savepoints = itertools.count()
 
+    @property
+    def fired(self) -> int:
+        """Action firings this transaction has queued so far."""
+        return self.cur.fired
+
     def update_values(self, scope: Scope, items: list[tuple[str, dict[str, object]]]) -> set[str]:
         """Progress in bulk (see ``_bulk``): writes the items that qualify, returns their ids."""
         return _bulk.update_values(self.cur, scope, items)
+
+    def update_progress(self, scope: Scope, task_id: str, fields: Mapping[str, object]) -> TaskRow | None:
+        """A change of ``value``/``value_max`` alone, to a task with no live action, in one statement (as
+        ``update_task`` would write it); None when it does not qualify, for ``update_task`` to do."""
+        if not _bulk.qualifies(fields) or any(type(v) is not int for v in fields.values()):
+            return None
+        row = _bulk.update_one(self.cur, scope, task_id, fields, time.time())
+        return None if row is None else task_out(row, scope)
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
@@ -93,9 +108,9 @@ class Tx(TaskOps, ListingOps, ActionOps, AccountOps, OutboxOps):
 
 
 class Store:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = url
-        self.db = Database(dialect_for(url))
+        self.db = Database(dialect_for(url, pool_size))
         migrate(self.db)
 
     @property
@@ -108,6 +123,11 @@ class Store:
         with self.db.transaction(write) as cur:
             yield Tx(cur)
 
+    def conflict(self, exc: BaseException) -> bool:
+        """True when ``exc`` is a clash with a concurrent transaction (a deadlock, a serialization failure),
+        so that the same work run again can succeed."""
+        return self.db.dialect.conflict(exc)
+
     def close(self) -> None:
         self.db.close()
 
@@ -116,7 +136,7 @@ class Store:
         return f"<Store {self.dialect}>"
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, *, pool_size: int = 10) -> Store:
     """Open (creating and migrating as needed) the store at ``url``: a path, ``sqlite:///path`` or
-    ``postgresql://...``."""
-    return Store(url)
+    ``postgresql://...``. ``pool_size`` bounds the connections a process opens to PostgreSQL."""
+    return Store(url, pool_size=pool_size)

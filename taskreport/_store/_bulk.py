@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ._db import Cursor
+from ._db import Cursor, Row
 from ._rows import Scope
 
 #: the fields a bulk write may carry
@@ -58,6 +58,19 @@ def update_values(cur: Cursor, scope: Scope, items: Sequence[tuple[str, Mapping[
             ids = _existing(cur, scope, ids)
         written.update(ids)
     return written
+
+
+def update_one(cur: Cursor, scope: Scope, task_id: str, fields: Mapping[str, Any], now: float) -> Row | None:
+    """One task's qualifying progress in one statement (a request's PATCH of ``value``): the row as written,
+    or None when the task is unknown or has a live action, for the caller to write the ordinary way."""
+    columns = sorted(fields)
+    assignments = ", ".join(f"{c} = ?" for c in columns)
+    return cur.one(
+        f"UPDATE tasks SET {assignments}, updated = ? WHERE project_id = ? AND public_id = ?"
+        " AND NOT EXISTS (SELECT 1 FROM actions a WHERE a.task_id = tasks.id AND a.status <> 'cancelled')"
+        " RETURNING *",
+        [*(fields[c] for c in columns), now, scope.project_id, str(task_id)],
+    )
 
 
 def _existing(cur: Cursor, scope: Scope, ids: list[str]) -> list[str]:

@@ -57,9 +57,34 @@ class Dialect(abc.ABC):
     def lock_schema(self, conn: Any) -> None:  # noqa: B027 - optional: SQLite's BEGIN IMMEDIATE already does it
         """Serialise migrations between processes opening the same database at once."""
 
+    def try_exclusive(self, conn: Any, key: int) -> bool:
+        """Take, for the rest of this write transaction, a lock no other process holds, or say it is taken.
+        SQLite's write transactions are exclusive already."""
+        return True
+
     def disconnected(self, conn: Any, exc: BaseException) -> bool:
         """True when ``exc`` means the connection is gone (so a new one may be tried)."""
         return False
+
+    def conflict(self, exc: BaseException) -> bool:
+        """True when ``exc`` is a clash with a concurrent transaction (a deadlock, a serialization failure):
+        the same work, run again alone, can succeed."""
+        return False
+
+    #: connections come from a pool, one per transaction, instead of one per thread
+    pooled = False
+
+    def acquire(self) -> Any:
+        raise NotImplementedError
+
+    def release(self, conn: Any) -> None:
+        raise NotImplementedError
+
+    def recover(self) -> None:  # noqa: B027 - only a pooled dialect keeps idle connections
+        """After a connection was found gone: drop the others that went with it (a server restart ends all)."""
+
+    def close(self) -> None:  # noqa: B027 - only a pooled dialect holds anything
+        """Close what the dialect holds beyond per-thread connections."""
 
 
 class _SQLiteConnection(sqlite3.Connection):
@@ -163,18 +188,28 @@ class SQLiteDialect(Dialect):
 
 
 class PostgresDialect(Dialect):
+    """PostgreSQL through a psycopg_pool pool per process: a server runs many threads (its writers, the
+    thread pool that serves reads) and several processes, and a connection per thread would multiply past
+    the database's ``max_connections``; a bounded pool lends one per transaction instead."""
+
     name = "postgresql"
     serial = "BIGSERIAL PRIMARY KEY"
     real = "DOUBLE PRECISION"
+    pooled = True
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, pool_size: int = 10) -> None:
         self.url = url
+        self.pool_size = max(1, pool_size)
         try:
             import psycopg  # noqa: F401
+            import psycopg_pool  # noqa: F401
         except ImportError:  # pragma: no cover - depends on the environment
             raise ConfigurationError(
-                "a postgresql:// store needs psycopg: pip install 'taskreport[postgres]'"
+                "a postgresql:// store needs psycopg and psycopg_pool: pip install 'taskreport[postgres]'"
             ) from None
+        self._pool: Any = None
+        self._pid = os.getpid()
+        self._pool_lock = threading.Lock()
 
     def sql(self, query: str) -> str:
         # a literal % in SQL (LIKE 'x%') would otherwise be read by psycopg as a placeholder
@@ -186,20 +221,71 @@ class PostgresDialect(Dialect):
 
         return psycopg.connect(self.url, autocommit=True, row_factory=dict_row)
 
+    def _current_pool(self) -> Any:
+        if self._pid != os.getpid():
+            # after fork: the parent's pool (its sockets, its threads, which do not exist here) is the
+            # parent's; closing it here would end the parent's sessions, so it is kept and never used
+            if self._pool is not None:
+                _INHERITED.append(self._pool)
+            self._pool = None
+            self._pool_lock = threading.Lock()
+            self._pid = os.getpid()
+        if self._pool is None:
+            with self._pool_lock:
+                if self._pool is None:
+                    from psycopg.rows import dict_row
+                    from psycopg_pool import ConnectionPool
+
+                    self._pool = ConnectionPool(
+                        self.url,
+                        min_size=1,
+                        max_size=self.pool_size,
+                        kwargs={"autocommit": True, "row_factory": dict_row},
+                        name="taskreport",
+                        open=True,
+                    )
+        return self._pool
+
+    def acquire(self) -> Any:
+        return self._current_pool().getconn()
+
+    def release(self, conn: Any) -> None:
+        # the pool discards a closed or broken connection and makes a new one in the background
+        self._current_pool().putconn(conn)
+
+    def recover(self) -> None:
+        # checks each idle connection (one round trip each) and replaces those that are gone
+        self._current_pool().check()
+
+    def close(self) -> None:
+        if self._pool is not None and self._pid == os.getpid():
+            pool, self._pool = self._pool, None
+            pool.close()
+
     def begin(self, conn: Any, write: bool) -> None:
         conn.execute("BEGIN")
 
     def lock_schema(self, conn: Any) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(7346215)")
 
+    def try_exclusive(self, conn: Any, key: int) -> bool:
+        row = conn.execute("SELECT pg_try_advisory_xact_lock(%s) AS taken", (key,)).fetchone()
+        return bool(row["taken"])
+
     def disconnected(self, conn: Any, exc: BaseException) -> bool:
         import psycopg
 
         return bool(conn.closed) or isinstance(exc, psycopg.OperationalError)
 
+    def conflict(self, exc: BaseException) -> bool:
+        from psycopg import errors
+
+        return isinstance(exc, errors.DeadlockDetected | errors.SerializationFailure)
+
 
 class Database:
-    """A thread- and fork-aware pool of one connection per thread."""
+    """Transactions on a connection per thread (SQLite) or lent by the dialect's pool (PostgreSQL), aware of
+    threads and of fork."""
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
@@ -209,6 +295,16 @@ class Database:
         self._pid = os.getpid()
 
     def connection(self) -> Any:
+        self._forget_parent()
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self.dialect.connect()
+            self._local.conn = conn
+            with self._all_lock:
+                self._all.append(conn)
+        return conn
+
+    def _forget_parent(self) -> None:
         if self._pid != os.getpid():
             # after fork: the parent's connections belong to the parent. Closing one here (even by garbage
             # collection) would run SQLite's close in the child against the parent's locks and WAL, so they
@@ -218,13 +314,6 @@ class Database:
             self._all = []
             self._all_lock = threading.Lock()
             self._pid = os.getpid()
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self.dialect.connect()
-            self._local.conn = conn
-            with self._all_lock:
-                self._all.append(conn)
-        return conn
 
     @contextmanager
     def transaction(self, write: bool = True) -> Iterator[Cursor]:
@@ -233,8 +322,8 @@ class Database:
 
     @contextmanager
     def _transaction(self, write: bool) -> Iterator[Cursor]:
-        conn = self.connection()
         depth = getattr(self._local, "depth", 0)
+        conn = self.connection() if depth or not self.dialect.pooled else self._checkout()
         if depth:
             # nested use (a store call inside a batch) joins the outer transaction
             self._local.depth = depth + 1
@@ -251,8 +340,13 @@ class Database:
             # a connection the server closed (restart, idle timeout, admin) fails here first: nothing was
             # done yet, so a fresh connection can safely take over; if that fails too, the error stands
             self._drop(conn)
-            conn = self.connection()
-            self.dialect.begin(conn, write)
+            self.dialect.recover()
+            conn = self.connection() if not self.dialect.pooled else self._checkout()
+            try:
+                self.dialect.begin(conn, write)
+            except BaseException:
+                self._drop(conn)
+                raise
         self._local.depth = 1
         self._local.write = write
         try:
@@ -263,6 +357,8 @@ class Database:
                 self.dialect.rollback(conn)
             except Exception:  # pragma: no cover - the connection is gone; the error that got us here matters
                 self._drop(conn)
+            else:
+                self._checkin(conn)
             raise
         self._local.depth = 0
         try:
@@ -270,9 +366,26 @@ class Database:
         except BaseException:
             self._drop(conn)
             raise
+        self._checkin(conn)
+
+    def _checkout(self) -> Any:
+        self._forget_parent()
+        conn = self.dialect.acquire()
+        self._local.conn = conn
+        return conn
+
+    def _checkin(self, conn: Any) -> None:
+        if self.dialect.pooled:
+            self._local.conn = None
+            self.dialect.release(conn)
 
     def _drop(self, conn: Any) -> None:
         self._local.conn = None
+        if self.dialect.pooled:
+            with contextlib.suppress(Exception):
+                conn.close()
+            self.dialect.release(conn)
+            return
         with self._all_lock:
             self._all = [c for c in self._all if c is not conn]
         with contextlib.suppress(Exception):
@@ -285,17 +398,20 @@ class Database:
             for conn in conns:
                 with contextlib.suppress(Exception):
                     conn.close()
+            self.dialect.close()
         self._local = threading.local()
 
 
 class Cursor:
     """Executes dialect-neutral SQL on one connection inside a transaction."""
 
-    __slots__ = ("conn", "dialect", "write")
+    __slots__ = ("conn", "dialect", "fired", "write")
 
     def __init__(self, conn: Any, dialect: Dialect, write: bool = True) -> None:
         self.conn = conn
         self.dialect = dialect
+        #: action firings this transaction queued, so that a committer wakes the deliverer only for them
+        self.fired = 0
         #: reads in a write transaction lock what they read (PostgreSQL), so read-modify-write is safe
         self.write = write
 
@@ -323,14 +439,18 @@ class Cursor:
             return None
         return row[0] if self.dialect.name == "sqlite" else next(iter(row.values()))
 
+    def try_exclusive(self, key: int) -> bool:
+        """True if this transaction now holds the lock ``key`` (until it ends); False if another has it."""
+        return self.dialect.try_exclusive(self.conn, key)
+
     def insert(self, query: str, params: Sequence[Any] = ()) -> int:
         """Run an INSERT and return the new row's integer key."""
         return int(self.scalar(query + " RETURNING id", params))
 
 
-def dialect_for(url: str) -> Dialect:
+def dialect_for(url: str, pool_size: int = 10) -> Dialect:
     if url.startswith(("postgresql://", "postgres://")):
-        return PostgresDialect(url)
+        return PostgresDialect(url, pool_size)
     if url.startswith("sqlite://"):
         # sqlite:///abs/path.db, as SQLAlchemy spells it (sqlite:////abs/path.db works too)
         path = url[len("sqlite://") :]

@@ -24,7 +24,7 @@ from .._status import RUNNING, TERMINAL
 from ._actions import insert_action
 from ._db import Cursor, Row
 from ._refs import check_parent, fill_in, has_children, insert_placeholder, reparent_children, resolve_parent_ref
-from ._rows import PLAIN, Scope, TaskRow, dump_json, find_task, load_json, new_task_id, task_out, task_row
+from ._rows import PLAIN, Scope, TaskRow, dump_json, find_task, load_json, lock_clause, new_task_id, task_out, task_row
 from ._triggers import queue_firings
 
 _INSERT = (
@@ -58,6 +58,10 @@ def _parent_args(fields: Mapping[str, Any], parent_ref: str | None, ref: str | N
         raise ValidationError("Give parent or parent_ref, not both.", attr="parent_ref")
     if parent_ref == ref:
         raise ValidationError("A task can not be its own parent.", attr="parent_ref")
+
+
+#: the advisory lock that keeps sweeps of one database one at a time
+_SWEEP_LOCK = 7346216
 
 
 class TaskOps:
@@ -303,6 +307,9 @@ class TaskOps:
         Returns ``(scope, task, reason)`` for each task changed, reason ``stale`` or ``max_runtime_exceeded``.
         """
         now = time.time() if now is None else now
+        if not self.cur.try_exclusive(_SWEEP_LOCK):
+            # another server on this database is sweeping now: one sweep at a time marks each task once
+            return []
         running = tuple(sorted(RUNNING))
         marks = ", ".join("?" * len(running))
         rows = self.cur.all(
@@ -310,7 +317,9 @@ class TaskOps:
             " JOIN projects p ON p.id = t.project_id JOIN organizations o ON o.id = p.organization_id"
             f" WHERE t.status IN ({marks}) AND ("
             " (t.max_runtime IS NOT NULL AND COALESCE(t.start_time, t.created) + t.max_runtime < ?)"
-            " OR (t.stale_timeout IS NOT NULL AND t.updated + t.stale_timeout < ?))",
+            " OR (t.stale_timeout IS NOT NULL AND t.updated + t.stale_timeout < ?))"
+            # a task a concurrent writer holds is being updated now: not stale, and never marked over it
+            + lock_clause(self.cur, "update of t skip locked"),
             (*running, now, now),
         )
         out: list[tuple[Scope, Row, str]] = []

@@ -184,4 +184,5 @@ def queue_firings(
             (action["id"], task_pk, point, payload, now, now, now),
         )
         count += 1
+    cur.fired += count
     return count

@@ -7,6 +7,7 @@ import errno
 import ipaddress
 import secrets
 import socket
+import sys
 from typing import Any
 
 import click
@@ -231,6 +232,22 @@ def run_server(app: Any, sock: socket.socket, **uvicorn_options: Any) -> None:
 @click.option("--smtp-username", envvar="TASKREPORT_SERVE_SMTP_USERNAME")
 @click.option("--smtp-password", envvar="TASKREPORT_SERVE_SMTP_PASSWORD")
 @click.option("--smtp-starttls", envvar="TASKREPORT_SERVE_SMTP_STARTTLS", is_flag=True)
+@click.option(
+    "--workers",
+    envvar="TASKREPORT_SERVE_WORKERS",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Server processes sharing the port (and the database): for PostgreSQL, one per core or two.",
+)
+@click.option(
+    "--db-pool-size",
+    envvar="TASKREPORT_SERVE_DB_POOL_SIZE",
+    type=click.IntRange(2, 1000),
+    default=10,
+    show_default=True,
+    help="PostgreSQL connections each server process opens at most.",
+)
 @click.option("--log-level", envvar="TASKREPORT_SERVE_LOG_LEVEL", default="info", show_default=True)
 @click.option("--access-log", envvar="TASKREPORT_SERVE_ACCESS_LOG", is_flag=True, help="Log every request.")
 def serve(**opts: Any) -> None:
@@ -241,7 +258,7 @@ def serve(**opts: Any) -> None:
     server: --write-config to repoint it).
     """
     try:
-        from ..server import RateLimit, ServerSettings, SmtpSettings, create_app
+        from ..server import RateLimit, ServerSettings, SmtpSettings, create_app, serve_forked
     except ImportError as exc:
         raise click.ClickException(str(exc)) from None
     tls = bool(opts["certfile"])
@@ -292,6 +309,7 @@ def serve(**opts: Any) -> None:
         smtp=smtp,
         allow_private_webhooks=opts["allow_private_webhooks"],
         email_domains=email_domains,
+        db_pool_size=opts["db_pool_size"],
     )
     app = create_app(settings)
     made = bootstrap(app.store, opts["organization"], opts["project"], opts["username"], opts["password"])
@@ -315,13 +333,22 @@ def serve(**opts: Any) -> None:
             "them use the address clients know this server by.",
             err=True,
         )
-    # uvicorn shuts down gracefully on Ctrl+C, then re-raises it: a normal way to stop a server, not an error
-    with contextlib.suppress(KeyboardInterrupt):
-        run_server(
-            app,
-            sock,
-            ssl_certfile=opts["certfile"],
-            ssl_keyfile=opts["keyfile"],
-            log_level=opts["log_level"],
-            access_log=opts["access_log"],
-        )
+    uvicorn_options = {
+        "ssl_certfile": opts["certfile"],
+        "ssl_keyfile": opts["keyfile"],
+        "log_level": opts["log_level"],
+        "access_log": opts["access_log"],
+    }
+    if opts["workers"] == 1:
+        # uvicorn shuts down gracefully on Ctrl+C, then re-raises it: a normal way to stop a server, not an error
+        with contextlib.suppress(KeyboardInterrupt):
+            run_server(app, sock, **uvicorn_options)
+        return
+    # each worker opens its own connections after the fork; the parent keeps none (nor a pool's threads)
+    app.store.close()
+    click.echo(f"Starting {opts['workers']} server processes", err=True)
+
+    def run_worker() -> None:
+        run_server(create_app(settings), sock, **uvicorn_options)
+
+    sys.exit(serve_forked(run_worker, opts["workers"]))

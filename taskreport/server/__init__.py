@@ -16,7 +16,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(f"taskreport's server needs {exc.name}: pip install 'taskreport[server]'", name=exc.name) from exc
 
 from ._app import TaskServer, create_app
+from ._prefork import serve_forked
 from ._protocol import uvicorn_config
 from ._settings import RateLimit, ServerSettings, SmtpSettings
 
-__all__ = ["RateLimit", "ServerSettings", "SmtpSettings", "TaskServer", "create_app", "uvicorn_config"]
+__all__ = ["RateLimit", "ServerSettings", "SmtpSettings", "TaskServer", "create_app", "serve_forked", "uvicorn_config"]

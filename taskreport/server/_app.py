@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.routing import BaseRoute
 from starlette.types import Message, Receive, Scope, Send
 
-from .._store import Store, open_store
+from .._store import Store, open_store, scrypt_n
 from ._api import Api
 from ._api_batch import BATCH
 from ._api_service import AUTHENTICATE, PING, SCHEMA, USER
@@ -53,9 +53,16 @@ class TaskServer:
 
     def __init__(self, settings: ServerSettings, store: Store | None = None, *, mounts: Sequence[BaseRoute] = ()):
         self.settings = settings
-        self.store = store or open_store(settings.store_url)
+        scrypt_n()  # a bad TASKREPORT_SCRYPT_N stops the server here, not at the first sign-in
+        self.store = store or open_store(settings.store_url, pool_size=settings.db_pool_size)
         self.deliverer = Deliverer(self.store, settings, self.delivery_base)
-        self.writer = Writer(self.store, max_batch=settings.max_batch, on_commit=self.deliverer.wake)
+        threads = min(settings.writer_threads, max(1, settings.db_pool_size - 2))
+        self.writer = Writer(
+            self.store,
+            max_batch=settings.max_batch,
+            on_commit=self.deliverer.wake,
+            threads=threads if self.store.dialect == "postgresql" else 1,
+        )
         self.api = Api(settings, self.store, self.writer, self.start)
         self.router = build_router(self.api, ROUTES, [*mounts, dashboard_mount(self)])
         self._sweeper: asyncio.Task[None] | None = None

@@ -75,6 +75,10 @@ class ServerSettings:
     max_batch_ops: int = 1000
     #: writes committed together at most, by the group-commit writer
     max_batch: int = 256
+    #: PostgreSQL: connections this process opens at most, and writer threads among them (SQLite has
+    #: one writer whatever this says: the database takes one at a time)
+    db_pool_size: int = 10
+    writer_threads: int = 6
 
     def __post_init__(self) -> None:
         if self.email_domains is not None:

@@ -5,6 +5,11 @@ take the lock and commit in the thread pool mostly wait on each other. Here they
 thread drains the queue, runs each write under its own savepoint (so one failing write is rolled back
 alone) and commits the batch once. Callers get their result when the batch that holds their write has
 committed, never before.
+
+PostgreSQL takes many writers at once, and there a round trip, not the lock, is what a write waits on: one
+thread would make every write's statements back to back. So on PostgreSQL several threads take batches from
+the one queue, each on a connection of the store's pool. Two batches that touch the same rows in opposite
+orders can deadlock; PostgreSQL then fails one statement, and that write is run again alone after its batch.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -43,12 +49,23 @@ def _settle(jobs: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
 
 
 class Writer:
-    def __init__(self, store: Store, *, max_batch: int = 256, on_commit: Callable[[], None] | None = None) -> None:
+    #: how often a write that clashed with a concurrent transaction is run again, alone
+    RETRIES = 3
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_batch: int = 256,
+        on_commit: Callable[[], None] | None = None,
+        threads: int = 1,
+    ) -> None:
         self.store = store
         self.max_batch = max_batch
         self.on_commit = on_commit
+        self.threads = max(1, threads)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._workers: list[threading.Thread] = []
         # set once stopping: from then on a write is refused instead of queued where no one takes it
         self._closed = False
         self._lock = threading.Lock()
@@ -56,18 +73,22 @@ class Writer:
     def start(self) -> None:
         if self._closed:
             raise RuntimeError("the writer was stopped; make a new one")
-        self._thread = threading.Thread(target=self._run, name="taskreport-writer", daemon=True)
-        self._thread.start()
+        self._workers = [
+            threading.Thread(target=self._run, name=f"taskreport-writer-{n}", daemon=True) for n in range(self.threads)
+        ]
+        for worker in self._workers:
+            worker.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         with self._lock:
             self._closed = True
-        if self._thread is not None:
+        workers, self._workers = self._workers, []
+        for _ in workers:
             self._queue.put(_STOP)
-            self._thread.join(timeout)
-            self._thread = None
-        else:
-            self._refuse_queued()
+        deadline = time.monotonic() + timeout
+        for worker in workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
+        self._refuse_queued()
 
     async def run(self, write: Callable[[Tx], T]) -> T:
         """Run ``write(tx)`` in the next batch; its exception, if any, is raised here. Once the writer is
@@ -97,11 +118,11 @@ class Writer:
                     break
                 batch.append(item)
             self._commit(batch)
-        self._refuse_queued()
 
     def _refuse_queued(self) -> None:
         """Answer the writes that were queued behind the stop with a 503, so that no request waits for a
-        writer that is gone. ``run`` queues nothing once ``_closed`` is set, and this runs after that."""
+        writer that is gone. ``run`` queues nothing once ``_closed`` is set, and this runs after that, once
+        the threads are gone (a thread doing it would take the stops meant for the others)."""
         with self._lock:
             jobs: list[_Job] = []
             while True:
@@ -114,22 +135,52 @@ class Writer:
         self._answer(jobs, [(False, unavailable()) for _ in jobs])
 
     def _commit(self, batch: list[_Job]) -> None:
+        outcomes, fired = self._write(batch)
+        for attempt in range(self.RETRIES):
+            clashed = [n for n, (ok, value) in enumerate(outcomes) if not ok and self.store.conflict(value)]
+            if not clashed:
+                break
+            if attempt:
+                time.sleep(0.001 * 2**attempt)
+            for n in clashed:
+                (outcomes[n],), more = self._write([batch[n]])
+                fired += more
+        self._answer(batch, outcomes)
+        # the deliverer looks for due firings after a commit that queued some (and on its own timer); waking
+        # it after every commit would add a query to the database for each batch of plain updates
+        if fired and self.on_commit is not None:
+            self.on_commit()
+
+    def _write(self, batch: list[_Job]) -> tuple[list[tuple[bool, Any]], int]:
+        """Run the batch in one transaction: each write's outcome, and the firings the transaction queued."""
         outcomes: list[tuple[bool, Any]] = []
+        fired = 0
         try:
             with self.store.transaction(write=True) as tx:
-                for write, _future, _loop in batch:
+                if len(batch) == 1:
+                    # alone, the write's failure rolls back the transaction: a savepoint would only add two
+                    # round trips
                     try:
-                        with tx.savepoint():
-                            outcomes.append((True, write(tx)))
+                        outcomes = [(True, batch[0][0](tx))]
                     except Exception as exc:
-                        outcomes.append((False, exc))
+                        outcomes = [(False, exc)]
+                        raise
+                    fired = tx.fired
+                else:
+                    for write, _future, _loop in batch:
+                        try:
+                            with tx.savepoint():
+                                outcomes.append((True, write(tx)))
+                        except Exception as exc:
+                            outcomes.append((False, exc))
+                    fired = tx.fired
         except Exception as exc:
+            if len(batch) == 1 and outcomes and outcomes[0][1] is exc:
+                return outcomes, 0
             # the commit (or a savepoint) failed: nothing in this batch was written
             logger.exception("taskreport server: a batch of %d writes failed", len(batch))
-            outcomes = [(False, exc)] * len(batch)
-        self._answer(batch, outcomes)
-        if self.on_commit is not None:
-            self.on_commit()
+            return [(False, exc)] * len(batch), 0
+        return outcomes, fired
 
     @staticmethod
     def _answer(batch: list[_Job], outcomes: list[tuple[bool, Any]]) -> None:

@@ -132,6 +132,7 @@ def scrypts(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, int]]:
         return real(password, **kwargs)
 
     monkeypatch.setattr(passwords.hashlib, "scrypt", counting)
+    monkeypatch.delenv(passwords.COST_ENV, raising=False)  # the real cost, not the suite's
     return calls
 
 

@@ -58,3 +58,23 @@ def test_a_stopped_server_refuses_writes_with_503(sqlite_server: Any) -> None:
     with pytest.raises(TaskReportError) as raised:
         asyncio.run(app.api.write(lambda tx: None))
     assert raised.value.status_code == 503
+
+
+def test_every_writer_thread_stops(store_url: str) -> None:
+    # PostgreSQL's writer runs several threads on one queue: each must get its own stop
+    store = open_store(store_url)
+    writer = Writer(store, threads=4)
+    writer.start()
+
+    async def some_writes() -> list[Any]:
+        with_project = await writer.run(lambda tx: tx.ensure_project("acme", "web"))
+        writes = [writer.run(lambda tx: tx.create_task(with_project, {"name": "t"})) for _ in range(8)]
+        return await asyncio.gather(*writes)
+
+    try:
+        assert len(asyncio.run(some_writes())) == 8
+        writer.stop(timeout=10)
+        alive = [t.name for t in threading.enumerate() if t.name.startswith("taskreport-writer") and t.is_alive()]
+        assert alive == []
+    finally:
+        store.close()
