@@ -90,6 +90,11 @@ class Writer:
             worker.join(max(0.0, deadline - time.monotonic()))
         self._refuse_queued()
 
+    @property
+    def closed(self) -> bool:
+        """True once stopping: every write from then on is refused with a 503."""
+        return self._closed
+
     async def run(self, write: Callable[[Tx], T]) -> T:
         """Run ``write(tx)`` in the next batch; its exception, if any, is raised here. Once the writer is
         stopping, raises a 503 :class:`ServerError`."""

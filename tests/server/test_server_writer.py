@@ -30,9 +30,10 @@ def test_writes_queued_behind_the_stop_are_refused_not_left_waiting(sqlite_url: 
         # stop while the first write runs: its stop marker is queued before the next write
         stopping = threading.Thread(target=writer.stop)
         stopping.start()
-        await asyncio.sleep(0.05)
+        while not writer.closed:
+            await asyncio.sleep(0.001)
         late = asyncio.ensure_future(writer.run(lambda tx: "late"))
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0)  # the late write runs up to its refusal
         release.set()
         results = await asyncio.wait_for(asyncio.gather(first, late, return_exceptions=True), 5)
         await asyncio.to_thread(stopping.join, 5)
