@@ -27,10 +27,14 @@ SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 TASKS = "/api/{organization_slug}/{project_slug}/tasks/"
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[Served]:
+# one server for the module's tests (the group asks xdist for one worker): a start costs seconds of CPU
+pytestmark = pytest.mark.xdist_group("faults-schema")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     with postgres_store() as store:
-        served = Served(store, tmp_path / "server")
+        served = Served(store, tmp_path_factory.mktemp("server"))
         served.start()
         try:
             yield served
