@@ -84,6 +84,7 @@ class Served:
         self.token = provision(store)
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.log = workdir / "serve-1.log"
 
     def launch(self) -> None:
         """Start the process without waiting for it to listen (clients retry meanwhile)."""
@@ -177,9 +178,16 @@ def postgres_store() -> Iterator[str]:
         yield f"{PG_DSN}{sep}options=-csearch_path%3D{schema}&application_name={schema}"
     finally:
         with psycopg.connect(PG_DSN, autocommit=True) as conn:
-            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
-                         (schema,))
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+            for attempt in range(5):
+                conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+                             (schema,))
+                try:
+                    conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+                    break
+                except psycopg.errors.DeadlockDetected:
+                    # a backend being ended still held its locks: end it again, then drop
+                    if attempt == 4:
+                        raise
 
 
 def read_tasks(url: str, home: Path, token: str | None = None) -> dict[str, list[Any]]:
