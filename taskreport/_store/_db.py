@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .._errors import ConfigurationError
+from .._errors import ConfigurationError, ValidationError
 
 try:
     import fcntl
@@ -416,12 +416,16 @@ class Cursor:
         self.write = write
 
     def execute(self, query: str, params: Sequence[Any] = ()) -> Any:
+        if self.dialect.name == "postgresql":
+            _refuse_nul(params)
         return self.conn.execute(self.dialect.sql(query), tuple(params))
 
     def executemany(self, query: str, params: Sequence[Sequence[Any]]) -> int:
         """Run one statement for each set of parameters; returns the rows they changed in all."""
         if self.dialect.name == "sqlite":
             return int(self.conn.executemany(self.dialect.sql(query), params).rowcount)
+        for row in params:
+            _refuse_nul(row)
         with self.conn.cursor() as cur:
             cur.executemany(self.dialect.sql(query), params)
             return int(cur.rowcount)
@@ -446,6 +450,15 @@ class Cursor:
     def insert(self, query: str, params: Sequence[Any] = ()) -> int:
         """Run an INSERT and return the new row's integer key."""
         return int(self.scalar(query + " RETURNING id", params))
+
+
+def _refuse_nul(params: Sequence[Any]) -> None:
+    """PostgreSQL text can not hold NUL, and the driver fails the whole query on one (a server error). Stored
+    text is checked when it is written; this catches the rest, such as an id or a filter taken from a request,
+    as the invalid input it is."""
+    for value in params:
+        if isinstance(value, str) and "\x00" in value:
+            raise ValidationError("may not contain NUL characters.", code="null_characters_not_allowed")
 
 
 def dialect_for(url: str, pool_size: int = 10) -> Dialect:

@@ -6,7 +6,8 @@ The shipped ``openapi.yaml`` and ``openapi.json`` are generated from the referen
 
 The extensions: a task's ``ref`` (and the ``ref`` list filter), ``queue`` and ``external_id`` marked nullable
 (as the API has always answered them), the ``Idempotency-Key`` header of creates, a replayed create's ``200``,
-the other list filters, and the batch operation (``POST .../tasks/batch/``).
+the other list filters, and the batch operation (``POST .../tasks/batch/``). The corrections: ids in paths as
+they are (the reference calls them UUIDs), and the errors each operation answers, in their one shape.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ REF_PATTERN = "^[A-Za-z0-9_-]{16,64}$"
 TASKS = "/api/{organization_slug}/{project_slug}/tasks/"
 ACTIONS = "/api/{organization_slug}/{project_slug}/tasks/{task_id}/actions/"
 BATCH = "/api/{organization_slug}/{project_slug}/tasks/batch/"
+ACTION = "/api/{organization_slug}/{project_slug}/tasks/{task_id}/actions/{id}/"
 
 _ERROR = {
     "type": "object",
@@ -120,6 +122,43 @@ def _batch_path(reference: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+#: the errors every operation of the API can answer, in the ``Error`` shape (the status table in docs/server.md)
+_ERRORS = {
+    "400": "Invalid input: a field or parameter (named by `attr`), or a body that is not valid JSON.",
+    "401": "No credentials, or wrong ones.",
+    "404": "No such organization, project, task or action for this token.",
+    "406": "An `Accept` header JSON can not satisfy.",
+    "429": "Over the token's rate limit: `Retry-After` says how many seconds to wait.",
+}
+#: and those of an operation with a request body
+_BODY_ERRORS = {
+    "408": "The request body stalled.",
+    "413": "A request body over 1 MiB.",
+    "415": "A body that is not JSON.",
+}
+#: and those of a write
+_WRITE_ERRORS = {"503": "The server is stopping: send it again later."}
+
+
+def _error_response(status: str, description: str) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+    if status == "429":
+        response["headers"] = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."}}
+    return response
+
+
+def _error_refs(operation: dict[str, Any], method: str) -> dict[str, Any]:
+    errors = list(_ERRORS)
+    if "requestBody" in operation:
+        errors += list(_BODY_ERRORS)
+    if method != "get":
+        errors += list(_WRITE_ERRORS)
+    return {status: {"$ref": f"#/components/responses/Error{status}"} for status in sorted(errors)}
+
+
 def build(reference: dict[str, Any]) -> dict[str, Any]:
     """The served schema, from the reference's."""
     schema = copy.deepcopy(reference)
@@ -176,6 +215,23 @@ def build(reference: dict[str, Any]) -> dict[str, Any]:
     schema["paths"][ACTIONS]["post"]["parameters"].append(_idempotency_key("action"))
     # before the task paths in the document, as in the router: "batch" is never a task id
     schema["paths"] = {BATCH: _batch_path(reference), **schema["paths"]}
+    # ids are not UUIDs (a task's is 22 letters and digits, an action's a number): a client that checked the
+    # reference's format would refuse every real one
+    for path_name, path in schema["paths"].items():
+        for operation in path.values():
+            for param in operation.get("parameters", []) if isinstance(operation, dict) else []:
+                if param["in"] == "path" and param["name"] == "id":
+                    param["schema"] = {"type": "integer"} if path_name == ACTION else {"type": "string"}
+    # the reference documents only success; a client needs the errors' shape too
+    schema["components"]["responses"] = {
+        f"Error{status}": _error_response(status, description)
+        for status, description in sorted({**_ERRORS, **_BODY_ERRORS, **_WRITE_ERRORS}.items())
+    }
+    for path in schema["paths"].values():
+        for method, operation in path.items():
+            if isinstance(operation, dict) and "responses" in operation:
+                for status, ref in _error_refs(operation, method).items():
+                    operation["responses"].setdefault(status, ref)
     return schema
 
 
