@@ -120,13 +120,16 @@ class Ending:
             return
         if items and directory is not None:
             try:
-                path = _spool.write(directory, self.settings.target, [_spool.record_of(e, f) for e, f in items])
+                records = [_spool.record_of(e, f) for e, f in items]
+                kept = {id(r) for r in _spool.worth_keeping(records)}
+                path = _spool.write(directory, self.settings.target, [r for r in records if id(r) in kept])
             except OSError as exc:
                 logger.error("taskreport: %d task change(s) could not be delivered nor spooled: %s", len(own), exc)
                 return  # the claimed files stay: their next owner delivers them
-            self.spooled += len(own)
-            if own:
-                logger.warning("taskreport: %d task(s) not delivered before exit; spooled to %s", len(own), path)
+            own_kept = sum(1 for r in records[: len(own)] if id(r) in kept)
+            self.spooled += own_kept
+            if own_kept:
+                logger.warning("taskreport: %d task(s) not delivered before exit; spooled to %s", own_kept, path)
         for path in claimed:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()

@@ -78,6 +78,14 @@ def record_of(entry: Entry, fields: dict[str, Any]) -> Record:
     }
 
 
+def worth_keeping(records: list[Record]) -> list[Record]:
+    """The records that still carry something: a create, an update, or the id of a parent that a child among
+    them names by reference only. A change still on its way at exit is spooled in case it never arrives;
+    when its answer came in the meantime, nothing of it is left to send, and its record is dropped."""
+    named = {r["parent_ref"] for r in records if r["parent_ref"] is not None and r["parent_id"] is None}
+    return [r for r in records if r["create"] is not None or r["update"] is not None or r["ref"] in named]
+
+
 def entries_of(records: list[Record]) -> list[tuple[Entry, dict[str, Any]]]:
     """Entries (and their changes) that deliver spooled records through the normal path. A parent spooled
     with its child is linked to it, so that the child can follow it with its id where ids are needed."""

@@ -76,7 +76,7 @@ def test_sign_in_is_rate_limited_with_the_api_login(server_factory: Any) -> None
     live = server_factory("sqlite", login_rate_limit=RateLimit(3, 3600))
     live.create_user(USER, PASSWORD)
     client = httpx.Client(base_url=live.url, timeout=30)
-    assert httpx.post(live.url + "/api/authenticate/", data={"username": USER, "password": "x"}).status_code == 401
+    assert client.post("/api/authenticate/", data={"username": USER, "password": "x"}).status_code == 401
     statuses = []
     for _ in range(3):
         page = client.get("/login")

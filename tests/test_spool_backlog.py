@@ -163,3 +163,32 @@ def test_without_a_spool_undelivered_changes_are_dropped_with_a_log_line(
         assert not taskreport.shutdown()
     assert "dropped (spool is off)" in caplog.text
     assert not (isolated / "spool").exists()
+
+
+def test_a_change_answered_while_the_exit_spooled_it_is_not_kept() -> None:
+    """A round still on its way at exit is spooled, in case it never arrives; its answer may come while the
+    records are being made. What was answered leaves nothing to send: no empty record is kept for it, unless
+    a child spooled beside it needs its id."""
+    from taskreport._pending import Entry
+
+    def answered(entry: Entry) -> Entry:
+        entry.id, entry.acked = f"id-{entry.ref}", True
+        return entry
+
+    unanswered = Entry(new_ref(), {}, born_here=True)
+    done = answered(Entry(new_ref(), {}, born_here=True))
+    changed_since = answered(Entry(new_ref(), {}, born_here=True))
+    parent = Entry(new_ref(), {}, born_here=True)
+    child = Entry(new_ref(), {}, born_here=True, parent=parent)
+    records = [_spool.record_of(e, f) for e, f in [
+        (unanswered, {"name": "a", "status": "success"}),
+        (done, {}),
+        (changed_since, {"status": "error"}),
+        (child, {"name": "c"}),  # recorded before its parent's answer came: it names the parent by reference
+    ]]  # fmt: skip
+    records.append(_spool.record_of(answered(parent), {}))
+    kept = {r["ref"]: r for r in _spool.worth_keeping(records)}
+    assert set(kept) == {unanswered.ref, changed_since.ref, child.ref, parent.ref}
+    assert kept[unanswered.ref]["create"] == {"name": "a", "status": "success"}
+    assert kept[changed_since.ref]["update"] == {"status": "error"}
+    assert kept[child.ref]["parent_ref"] == parent.ref and kept[parent.ref]["id"] == parent.id
