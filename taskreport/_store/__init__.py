@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from . import _bulk
 from ._accounts import AccountOps, TokenInfo
 from ._actions import ActionOps
-from ._db import Cursor, Database, Row, dialect_for
+from ._db import Cursor, Database, Row
 from ._listing import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_TAG_FILTERS, ListingOps
 from ._migrations import LATEST as SCHEMA_VERSION
 from ._migrations import migrate
@@ -44,6 +44,7 @@ from ._outbox import OutboxOps
 from ._passwords import check_password, hash_password, hash_token, scrypt_n
 from ._rows import Page, Scope, TaskRow, scrub, task_out
 from ._tasks import TaskOps
+from ._urls import dialect_for
 
 bulk_qualifies = _bulk.qualifies
 
