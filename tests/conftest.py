@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,6 +15,14 @@ import pytest
 # scrypt at its real cost (128 MiB, a quarter second a hash) buys a test suite nothing: servers and users are
 # made by the hundred here. The tests of the cost itself remove this.
 os.environ.setdefault("TASKREPORT_SCRYPT_N", "1024")
+
+# a suite started in the background by a shell without job control inherits SIGINT and SIGQUIT ignored, and so
+# would every process it starts (an ignored signal survives exec): the tests of signal forwarding and of Ctrl-C
+# need them as a terminal gives them
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+if signal.getsignal(signal.SIGQUIT) == signal.SIG_IGN:
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
 if TYPE_CHECKING:
     import taskreport
