@@ -148,7 +148,7 @@ class Writer:
             if attempt:
                 time.sleep(0.001 * 2**attempt)
             for n in clashed:
-                (outcomes[n],), more = self._write([batch[n]])
+                outcomes[n], more = self._write_alone(batch[n])
                 fired += more
         self._answer(batch, outcomes)
         # the deliverer looks for due firings after a commit that queued some (and on its own timer); waking
@@ -158,34 +158,39 @@ class Writer:
 
     def _write(self, batch: list[_Job]) -> tuple[list[tuple[bool, Any]], int]:
         """Run the batch in one transaction: each write's outcome, and the firings the transaction queued."""
+        if len(batch) == 1:
+            outcome, fired = self._write_alone(batch[0])
+            return [outcome], fired
         outcomes: list[tuple[bool, Any]] = []
-        fired = 0
         try:
             with self.store.transaction(write=True) as tx:
-                if len(batch) == 1:
-                    # alone, the write's failure rolls back the transaction: a savepoint would only add two
-                    # round trips
+                for write, _future, _loop in batch:
                     try:
-                        outcomes = [(True, batch[0][0](tx))]
+                        with tx.savepoint():
+                            outcomes.append((True, write(tx)))
                     except Exception as exc:
-                        outcomes = [(False, exc)]
-                        raise
-                    fired = tx.fired
-                else:
-                    for write, _future, _loop in batch:
-                        try:
-                            with tx.savepoint():
-                                outcomes.append((True, write(tx)))
-                        except Exception as exc:
-                            outcomes.append((False, exc))
-                    fired = tx.fired
+                        outcomes.append((False, exc))
+                fired = tx.fired
         except Exception as exc:
-            if len(batch) == 1 and outcomes and outcomes[0][1] is exc:
-                return outcomes, 0
             # the commit (or a savepoint) failed: nothing in this batch was written
             logger.exception("taskreport server: a batch of %d writes failed", len(batch))
             return [(False, exc)] * len(batch), 0
         return outcomes, fired
+
+    def _write_alone(self, job: _Job) -> tuple[tuple[bool, Any], int]:
+        """One write in its own transaction, without a savepoint: its failure rolls the transaction back,
+        and a savepoint would only add two round trips."""
+        wrote = False
+        try:
+            with self.store.transaction(write=True) as tx:
+                value = job[0](tx)
+                wrote = True
+                fired = tx.fired
+        except Exception as exc:
+            if wrote:
+                logger.exception("taskreport server: a write failed to commit")
+            return (False, exc), 0
+        return (True, value), fired
 
     @staticmethod
     def _answer(batch: list[_Job], outcomes: list[tuple[bool, Any]]) -> None:
