@@ -82,6 +82,11 @@ class Tx(TaskOps, ListingOps, ActionOps, AccountOps, OutboxOps):
         """Action firings this transaction has queued so far."""
         return self.cur.fired
 
+    def conflict(self, exc: BaseException) -> bool:
+        """True when ``exc`` is a clash with a concurrent transaction (see :meth:`Store.conflict`): the whole
+        transaction is lost and must be run again, so no savepoint may swallow it."""
+        return self.cur.dialect.conflict(exc)
+
     def update_values(self, scope: Scope, items: list[tuple[str, dict[str, object]]]) -> set[str]:
         """Progress in bulk (see ``_bulk``): writes the items that qualify, returns their ids."""
         return _bulk.update_values(self.cur, scope, items)

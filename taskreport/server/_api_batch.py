@@ -124,6 +124,9 @@ def apply(tx: Tx, scope: Scope, operation: Operation) -> Result:
 
 def run(tx: Tx, scope: Scope, planned: list[Operation | Result]) -> list[Result]:
     """Apply every operation in its own savepoint (the writer's job for one batch)."""
+    operations = [item for item in planned if isinstance(item, Operation)]
+    tx.lock_tasks(scope, ids=[op.id for op in operations if op.id is not None],
+                  refs=[r for op in operations for r in (op.ref, op.parent_ref) if r is not None])  # fmt: skip
     results: list[Result] = []
     for item in planned:
         if not isinstance(item, Operation):
@@ -134,7 +137,11 @@ def run(tx: Tx, scope: Scope, planned: list[Operation | Result]) -> list[Result]
                 results.append(apply(tx, scope, item))
         except TaskReportError as exc:
             results.append(_failed(exc))
-        except Exception:
+        except Exception as exc:
+            if tx.conflict(exc):
+                # a deadlock with another writer: the writer runs this whole request again on its own, where
+                # each operation gets its real answer (answering this one with a 500 would lose a write)
+                raise
             logger.exception("taskreport server: a batch operation failed")
             results.append({"status": 500, **server_error_body()})
     return results
