@@ -82,7 +82,10 @@ def start_server(store_url: str, **settings: Any) -> tuple[LiveServer, Callable[
     with app.store.transaction() as tx:
         tx.ensure_project("acme", "web")
         token = tx.create_token("acme", name="fixture")
-    config = uvicorn_config(app, log_level="warning", access_log=False)
+    # a server in a thread has no signal handlers, so the dashboard's open streams never hear that it stops
+    # (under `taskreport serve` they do) and uvicorn would wait for them to end: a second is enough to let
+    # every other request finish
+    config = uvicorn_config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=1)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
