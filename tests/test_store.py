@@ -824,8 +824,11 @@ def test_failed_migration_leaves_the_store_as_it_was(store_url: str, monkeypatch
     broken = ["ALTER TABLE tasks ADD COLUMN note TEXT", "THIS IS NOT SQL"]
     monkeypatch.setattr(_migrations, "MIGRATIONS", [*original, broken])
     monkeypatch.setattr(_migrations, "LATEST", len(original) + 1)
+    threads = threading.active_count()
     with pytest.raises(Exception, match=r"(?i)syntax"):
         open_store(store_url)
+    # the failed store's connections were closed, not left to the garbage collector (a pool's threads too)
+    assert threading.active_count() <= threads
     monkeypatch.setattr(_migrations, "MIGRATIONS", original)
     monkeypatch.setattr(_migrations, "LATEST", len(original))
     s = open_store(store_url)

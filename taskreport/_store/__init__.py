@@ -117,7 +117,12 @@ class Store:
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = url
         self.db = Database(dialect_for(url, pool_size))
-        migrate(self.db)
+        try:
+            migrate(self.db)
+        except BaseException:
+            # nobody gets this store to close: its connections (on PostgreSQL a pool and its threads) go now
+            self.db.close()
+            raise
 
     @property
     def dialect(self) -> str:
