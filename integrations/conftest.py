@@ -1,6 +1,7 @@
 """The end-to-end suite: no client left behind by a test, and the Celery modules (each a group of tests sharing
-one real worker, run on one xdist worker) collected first, so that their long, mostly waiting runs overlap the
-rest of the suite instead of trailing it (the 1,000-task run, marked ``load``, first of all)."""
+one real worker, run on one xdist worker) and the browser tests (one Chromium) collected first, so that their
+long, mostly waiting runs overlap the rest of the suite instead of trailing it (the 1,000-task run, marked
+``load``, first of all)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     def order(item: pytest.Item) -> int:
         if item.get_closest_marker("load") is not None:
             return 0
-        return 1 if item.path.name.startswith("test_celery") else 2
+        return 1 if item.path.name.startswith(("test_celery", "test_dashboard_browser")) else 2
 
     items.sort(key=order)
 

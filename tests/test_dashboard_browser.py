@@ -16,7 +16,8 @@ import pytest
 from dashboard_support import PASSWORD, USER, LibraryProcess, browser, screenshot  # noqa: F401
 from playwright.sync_api import expect
 
-pytestmark = pytest.mark.timeout(180)
+# one xdist worker runs them all, so that one Chromium starts, not one per worker
+pytestmark = [pytest.mark.timeout(180), pytest.mark.xdist_group("browser")]
 
 
 @pytest.fixture

@@ -11,15 +11,15 @@ import httpx
 import pytest
 from server_fixtures import LiveServer
 
-schemathesis = pytest.importorskip("schemathesis")
-hypothesis = pytest.importorskip("hypothesis")
-
 EXAMPLES = 20
 BUDGET = 60.0
 
 
 @pytest.mark.timeout(180)
 def test_every_response_conforms_to_the_served_schema(sqlite_server: LiveServer) -> None:
+    # imported here, not at collection: every xdist worker collects this module, and these two take a second
+    schemathesis = pytest.importorskip("schemathesis")
+    hypothesis = pytest.importorskip("hypothesis")
     from schemathesis.checks import not_a_server_error, response_schema_conformance
 
     live = sqlite_server
