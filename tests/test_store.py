@@ -850,3 +850,25 @@ def test_appending_to_migrations_alone_is_enough(sqlite_url: str, monkeypatch: p
         assert _versions(s)[-1] == len(_migrations.MIGRATIONS)
     finally:
         s.close()
+
+
+def test_progress_in_bulk_writes_every_qualifying_task_and_leaves_the_rest(store: Store, scope: Scope) -> None:
+    # more tasks than one statement takes (2,000 on SQLite), with two sets of columns, an id that exists
+    # nowhere, and a task with a live action (left for the caller, which writes it the ordinary way)
+    tasks = [create(store, scope, name=f"t{n}") for n in range(2100)]
+    watched = tasks[7]
+    with store.transaction() as tx:
+        tx.create_action(scope, watched["id"], {"trigger": "success", "integration": "webhook",
+                                                "config": {"url": "https://example.com/hook"}})  # fmt: skip
+    items: list[tuple[str, dict[str, object]]] = [
+        (t["id"], {"value": n} if n % 3 else {"value": n, "value_max": 5000}) for n, t in enumerate(tasks)
+    ]
+    items.append(("doesNotExist0000000000", {"value": 1}))
+    with store.transaction() as tx:
+        written = tx.update_values(scope, items)
+    assert written == {t["id"] for t in tasks} - {watched["id"]}
+    for n in (0, 1, 1999, 2000, 2099):
+        row = get(store, scope, tasks[n]["id"])
+        assert row["value"] == n and row["value_max"] == (100 if n % 3 else 5000)
+        assert row["updated"] > tasks[n]["updated"]
+    assert get(store, scope, watched["id"])["value"] == watched["value"]
