@@ -374,7 +374,7 @@ def test_one_poll_per_process_however_many_pages_listen(server: Any) -> None:
             reader.close()
 
 
-def test_serve_prints_the_dashboards_url(tmp_path: Any) -> None:
+def test_serve_prints_the_dashboards_url_and_stops_cleanly_with_pages_open(tmp_path: Any) -> None:
     env = {
         k: v
         for k, v in __import__("os").environ.items()
@@ -406,8 +406,21 @@ def test_serve_prints_the_dashboards_url(tmp_path: Any) -> None:
         assert answer.status_code == 303 and answer.headers["location"] == "/login?next=%2F"
         client = sign_in(url.rstrip("/"), "admin", PASSWORD)
         assert "local / <strong>default</strong>" in client.get("/p/local/default/").text
-    finally:
+        # stopped with pages open, it ends their streams as finished responses, at once and without an error
+        readers = [SseReader(client, "/p/local/default/events") for _ in range(3)]
+        for reader in readers:
+            reader.next_event("hello")
+        stopping = time.monotonic()
         proc.terminate()
         proc.wait(15)
+        assert time.monotonic() - stopping < 5
+        said = proc.stderr.read()
+        assert "ERROR" not in said and "Traceback" not in said, said
+        for reader in readers:
+            reader.close()
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(15)
         if proc.stderr is not None:
             proc.stderr.close()

@@ -75,6 +75,7 @@ class Listener:
         self.details = details
         self.queue: asyncio.Queue[bytes] = asyncio.Queue(MAX_QUEUED)
         self.behind = False
+        self.closed = False
 
     def offer(self, rows: list[Row], shared: Callable[[], bytes], newer_than: float) -> None:
         """Hand over a poll's changes to this listener's project: ``shared()`` is their encoding, made once
@@ -93,6 +94,12 @@ class Listener:
 
     def resync(self) -> None:
         self.behind = True
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait(RESYNC)
+
+    def close(self) -> None:
+        """End the page's stream (the server is stopping), waking it if it waits."""
+        self.closed = True
         with contextlib.suppress(asyncio.QueueFull):
             self.queue.put_nowait(RESYNC)
 

@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Protocol
 
+import anyio
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -343,8 +344,17 @@ async def public_live(d: Dashboard, request: Request) -> Response:
 
 
 # -- live streams ---------------------------------------------------------------------------------------
-async def _stream(d: Dashboard, request: Request, listener: Listener) -> AsyncIterator[dict[str, Any] | bytes]:
+async def _close_on_shutdown(shutdown: anyio.Event, listener: Listener) -> None:
+    await shutdown.wait()
+    listener.close()
+
+
+async def _stream(d: Dashboard, request: Request, listener: Listener,
+                  shutdown: anyio.Event) -> AsyncIterator[dict[str, Any] | bytes]:  # fmt: skip
     d.feed.listen(listener)
+    # the server is stopping: the stream ends as a finished response (the page's EventSource reconnects to the
+    # next server), not cut off mid-body, which uvicorn reports as an error for every open page
+    watcher = asyncio.ensure_future(_close_on_shutdown(shutdown, listener))
     try:
         yield {"event": "hello", "data": "{}", "retry": _RETRY_MS}
         deadline = time.monotonic() + d.stream_seconds
@@ -356,17 +366,22 @@ async def _stream(d: Dashboard, request: Request, listener: Listener) -> AsyncIt
                 data = await asyncio.wait_for(listener.queue.get(), timeout=left)
             except asyncio.TimeoutError:
                 return
+            if listener.closed:
+                return
             if data is RESYNC or listener.behind:
                 yield {"event": "resync", "data": "{}"}
                 return
             # an event encoded once per poll for every page of the project, written as it is
             yield data
     finally:
+        watcher.cancel()
         d.feed.leave(listener)
 
 
 def _events(d: Dashboard, request: Request, listener: Listener) -> Response:
-    return EventSourceResponse(_stream(d, request, listener), ping=15, send_timeout=30,
+    shutdown = anyio.Event()
+    return EventSourceResponse(_stream(d, request, listener, shutdown), ping=15, send_timeout=30,
+                               shutdown_event=shutdown, shutdown_grace_period=2,
                                headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})  # fmt: skip
 
 
