@@ -12,7 +12,9 @@ prints ns/call for:
   contended on the flusher's lock before wave 2, when a cycle walked every pending task under it);
 
 each next to a baseline measured in the same process: a method that merges the same kwargs into a dict under
-a lock. Targets: the update's ratio to its baseline, after / before, ≤ 1.1 in both cases.
+a lock. Targets: the update's ratio to its baseline, after / before, ≤ 1.1 for one thread; with 16 threads
+the update's ratio to its baseline ≤ 1.1, and its time at most 1.1 times the code before (the baseline's own figure
+swings between processes: its threads queue on its lock, more or less, see below).
 """
 
 from __future__ import annotations
@@ -238,8 +240,11 @@ def main() -> None:
         print(f"{label:34} {before[key]:13.1f} ns {after[key]:7.1f} ns")
     t_before = before["threads_update"] / before["threads_baseline"]
     t_after = after["threads_update"] / after["threads_baseline"]
-    print(f"{'update / baseline':34} {t_before:15.2f}x {t_after:9.2f}x  -> after/before {t_after / t_before:.2f} "
-          "(target <= 1.1)")
+    print(f"{'update / baseline':34} {t_before:15.2f}x {t_after:9.2f}x  (target: now <= 1.1)")
+    # the baseline calls a method with its lock held, so its threads queue on the lock whenever the GIL moves
+    # on inside it, and how much they queue varies from process to process: its ratio compares two queues.
+    # The update itself, against the same update before, in the same run, does not vary so
+    print(f"{'update, now / before':34} {after['threads_update'] / before['threads_update']:26.2f}x  (target <= 1.1)")
     print(f"final state delivered: before {bool(before['delivered'])}, now {bool(after['delivered'])}")
     if counts is not None:
         print(f"\ninstructions per task.update(value=i), counted by valgrind: before {counts[0]:,.0f}, now "

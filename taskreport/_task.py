@@ -230,21 +230,22 @@ class Task:
             return
         if value is _UNSET:
             return
-        # the commonest call, inlined: no dict built, one lock, two stores
+        # the commonest call, inlined: no dict built, one lock, two stores. No function is called while the
+        # lock is held on this path: the interpreter hands the GIL to another thread only at a call (or a loop),
+        # so the holder is never descheduled with the lock taken, and many threads never queue on it
         pending = self._pending
         if pending.closed:
             pending = self._current()
         with pending.lock:
             self._view["value"] = value
-            changes = pending.changes.get(self._entry)
-            if changes is not None:
-                changes["value"] = value
-                pending.merged += 1
-                return
-            changes = pending.admit(self._entry)
-            if changes is not None:
-                changes["value"] = value
             pending.merged += 1
+            try:
+                pending.changes[self._entry]["value"] = value
+                return
+            except KeyError:  # its first change since the last send (once a round)
+                changes = pending.admit(self._entry)
+                if changes is not None:
+                    changes["value"] = value
         if pending.on_change is not None:
             pending.on_change(False)
 
@@ -254,20 +255,23 @@ class Task:
         if pending.closed:
             pending = self._current()
         entry = self._entry
+        # as in update(): no function called with the lock held, but on a task's first change of a round
         with pending.lock:
             view = self._view
             try:
-                value = (view.get("value") or 0) + n
+                value = ((view["value"] if "value" in view else 0) or 0) + n  # noqa: SIM401 (a call: see above)
             except TypeError:  # a bad value or n: the flusher logs the invalid field, we never raise
                 value = n
             view["value"] = value
-            changes = pending.changes.get(entry)
-            added = changes is None
-            if added:
-                changes = pending.admit(entry)
-            if changes is not None:
-                changes["value"] = value
             pending.merged += 1
+            waiting = pending.changes
+            added = entry not in waiting
+            if not added:
+                waiting[entry]["value"] = value
+            else:
+                changes = pending.admit(entry)
+                if changes is not None:
+                    changes["value"] = value
         if added and pending.on_change is not None:
             pending.on_change(False)
 
