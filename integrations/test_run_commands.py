@@ -241,13 +241,17 @@ import os, signal, sys, time
 names = sys.argv[1].split(",")
 got = []
 def on(signum, frame):
+    # printed by the loop below: a handler that prints may interrupt a print, which a buffered stdout refuses
     got.append(signal.Signals(signum).name)
-    print("got", got[-1], flush=True)
 for name in names:
     signal.signal(getattr(signal, name), on)
 print("ready", os.getpid(), flush=True)
 deadline = time.monotonic() + 30
-while len(got) < len(names) and time.monotonic() < deadline:
+shown = 0
+while shown < len(names) and time.monotonic() < deadline:
+    while shown < len(got):
+        print("got", got[shown], flush=True)
+        shown += 1
     time.sleep(0.01)
 time.sleep(0.3)  # a moment of cleaning up: run must wait for it
 print("bye", ",".join(got), flush=True)
