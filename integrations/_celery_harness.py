@@ -8,7 +8,6 @@ import dataclasses
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pgschema import postgres_schema, reachable
 
 import taskreport
 
@@ -25,14 +25,6 @@ REDIS = ("127.0.0.1", 6379)
 RABBITMQ = ("127.0.0.1", 5672)
 #: Redis databases handed out to tests (0 holds the claims)
 DATABASES = range(1, 16)
-
-
-def reachable(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 def need(service: str, address: tuple[str, int]) -> None:
@@ -222,23 +214,10 @@ def ended() -> Callable[[taskreport.TaskRecord], bool]:
     return status_is("success", "error", "cancelled")
 
 
-@contextlib.contextmanager
-def postgres_schema() -> Iterator[str]:
+def celery_postgres_schema() -> contextlib.AbstractContextManager[str]:
     """A PostgreSQL URL whose search_path is a schema of this test's own, dropped afterwards."""
     need("PostgreSQL", ("127.0.0.1", 5432))
-    psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed (pip install 'taskreport[postgres]')")
-    dsn = os.environ.get("TASKREPORT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
-    schema = f"tr_celery_{secrets.token_hex(6)}"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    sep = "&" if "?" in dsn else "?"
-    try:
-        yield f"{dsn}{sep}options=-csearch_path%3D{schema}&application_name={schema}"
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
-                         (schema,))
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    return postgres_schema("tr_celery")
 
 
 def server_has_refs(url: str) -> bool:

@@ -20,13 +20,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,21 +34,12 @@ TASKREPORT = Path(sys.executable).parent / "taskreport"
 #: what ``taskreport serve`` makes on a new database
 ORGANIZATION = "local"
 PROJECT = "default"
-PG_DSN = os.environ.get("TASKREPORT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def reachable(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 def clean_env(home: Path, **extra: str) -> dict[str, str]:
@@ -158,36 +148,13 @@ def provision(store: str) -> str:
         opened.close()
 
 
-@contextlib.contextmanager
-def postgres_store() -> Iterator[str]:
+def postgres_store() -> contextlib.AbstractContextManager[str]:
     """A PostgreSQL URL whose search_path is a schema of this test's own, dropped afterwards (with any
     connection a killed server left open)."""
-    import pytest
+    # imported here: this module is also the clients' script, run where neither pytest nor tests/ is importable
+    from pgschema import postgres_schema
 
-    psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed (pip install 'taskreport[postgres]')")
-    if not reachable("127.0.0.1", 5432):
-        pytest.skip("no PostgreSQL server at 127.0.0.1:5432")
-    schema = f"tr_faults_{secrets.token_hex(6)}"
-    try:
-        with psycopg.connect(PG_DSN, autocommit=True) as conn:
-            conn.execute(f'CREATE SCHEMA "{schema}"')
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 refused the test database: {exc}")
-    sep = "&" if "?" in PG_DSN else "?"
-    try:
-        yield f"{PG_DSN}{sep}options=-csearch_path%3D{schema}&application_name={schema}"
-    finally:
-        with psycopg.connect(PG_DSN, autocommit=True) as conn:
-            for attempt in range(5):
-                conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
-                             (schema,))
-                try:
-                    conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-                    break
-                except psycopg.errors.DeadlockDetected:
-                    # a backend being ended still held its locks: end it again, then drop
-                    if attempt == 4:
-                        raise
+    return postgres_schema("tr_faults")
 
 
 def read_tasks(url: str, home: Path, token: str | None = None) -> dict[str, list[Any]]:

@@ -12,8 +12,8 @@ import pytest
 from _celery_harness import (
     Setup,
     Worker,
+    celery_postgres_schema,
     ended,
-    postgres_schema,
     records,
     redis_database,
     server_has_refs,
@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.xdist_group("
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[LiveServer]:
-    with postgres_schema() as url:
+    with celery_postgres_schema() as url:
         live, stop = start_server(url, sweep_interval=0.2)
         yield live
         stop()

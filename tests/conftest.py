@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import secrets
 import signal
-import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from pgschema import postgres_schema
 
 # scrypt at its real cost (128 MiB, a quarter second a hash) buys a test suite nothing: servers and users are
 # made by the hundred here. The tests of the cost itself remove this.
@@ -28,17 +27,6 @@ if TYPE_CHECKING:
     import taskreport
 
 pytest_plugins = ["server_fixtures"]
-
-PG_DSN = os.environ.get("TASKREPORT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def _reachable(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
-
 
 @pytest.fixture(autouse=True)
 def internal_errors(request: pytest.FixtureRequest) -> Iterator[list[BaseException]]:
@@ -83,32 +71,8 @@ def sqlite_url(tmp_path: Path) -> str:
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards."""
-    pytest.importorskip("psycopg", reason="psycopg is not installed (pip install 'taskreport[postgres]')")
-    if not _reachable("127.0.0.1", 5432):
-        pytest.skip("no PostgreSQL server at 127.0.0.1:5432")
-    import psycopg
-
-    schema = f"tr_test_{secrets.token_hex(6)}"
-    try:
-        with psycopg.connect(PG_DSN, autocommit=True) as conn:
-            conn.execute(f'CREATE SCHEMA "{schema}"')
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 refused the test database: {exc}")
-    sep = "&" if "?" in PG_DSN else "?"
-    # application_name marks this test's connections, so teardown can end any still open
-    yield f"{PG_DSN}{sep}options=-csearch_path%3D{schema}&application_name={schema}"
-    with psycopg.connect(PG_DSN, autocommit=True) as conn:
-        for attempt in range(5):
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
-                (schema,),
-            )
-            try:
-                conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-                break
-            except psycopg.errors.DeadlockDetected:
-                if attempt == 4:
-                    raise
+    with postgres_schema("tr_test") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
