@@ -51,6 +51,7 @@ class FaultProxy:
         self.connections = 0
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
+        self._reserved: socket.socket | None = None
         self.port = port
         self.start()
 
@@ -87,15 +88,25 @@ class FaultProxy:
             self.seen.clear()
 
     def stop(self) -> None:
-        """Drop off the network: the port refuses connections and open ones are cut."""
+        """Drop off the network: the port refuses connections and open ones are cut. The port stays reserved (a
+        socket bound to it, not listening, so a connection is refused): freed, it could go to another test's
+        server meanwhile, and the client under test would be talking to that one."""
         self.refusing = True
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+            self._reserved = socket.socket()
+            # past the connections the server just closed (TIME_WAIT); a port bound this way is still one that
+            # the system hands no one asking for a free port
+            self._reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._reserved.bind(("127.0.0.1", self.port))
 
     def start(self) -> None:
         self.refusing = False
+        if self._reserved is not None:
+            self._reserved.close()
+            self._reserved = None
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -181,6 +192,9 @@ class FaultProxy:
 
     def close(self) -> None:
         self.stop()
+        if self._reserved is not None:
+            self._reserved.close()
+            self._reserved = None
 
 
 def _strip_refs(data: bytes) -> bytes:
