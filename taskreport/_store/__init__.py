@@ -94,10 +94,22 @@ class Tx(TaskOps, ListingOps, ActionOps, AccountOps, OutboxOps):
     def update_progress(self, scope: Scope, task_id: str, fields: Mapping[str, object]) -> TaskRow | None:
         """A change of ``value``/``value_max`` alone, to a task with no live action, in one statement (as
         ``update_task`` would write it); None when it does not qualify, for ``update_task`` to do."""
-        if not _bulk.qualifies(fields) or any(type(v) is not int for v in fields.values()):
+        if not self.progress_only(fields):
             return None
         row = _bulk.update_one(self.cur, scope, task_id, fields, time.time())
         return None if row is None else task_out(row, scope)
+
+    def update_progress_many(self, scope: Scope, items: list[tuple[str, Mapping[str, object]]]) -> dict[str, TaskRow]:
+        """Several tasks' progress (distinct ids, each qualifying as for ``update_progress``) in one statement
+        per set of columns: the rows written, by id. The ids absent were not written (unknown, or a task with a
+        live action): ``update_task`` does those."""
+        rows = _bulk.update_returning(self.cur, scope, items, time.time())
+        return {task_id: task_out(row, scope) for task_id, row in rows.items()}
+
+    @staticmethod
+    def progress_only(fields: Mapping[str, object]) -> bool:
+        """True when ``fields`` are a change ``update_progress`` can write (``value``/``value_max``, integers)."""
+        return _bulk.qualifies(fields) and all(type(v) is int for v in fields.values())
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:

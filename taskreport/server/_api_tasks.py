@@ -77,7 +77,8 @@ async def _update_task(api: Api, ctx: Ctx, *, partial: bool) -> Response:
         fast = tx.update_progress(scope, task_id, fields) if partial else None
         return fast or tx.update_task(scope, task_id, fields)
 
-    row = await api.write(write)
+    progress = (scope, task_id, fields) if partial and Tx.progress_only(fields) else None
+    row = await api.write(write, progress)
     return json_response(render_task(row, ctx.base, api.public_link))
 
 

@@ -10,6 +10,10 @@ PostgreSQL takes many writers at once, and there a round trip, not the lock, is 
 thread would make every write's statements back to back. So on PostgreSQL several threads take batches from
 the one queue, each on a connection of the store's pool. Two batches that touch the same rows in opposite
 orders can deadlock; PostgreSQL then fails one statement, and that write is run again alone after its batch.
+
+Progress updates (a PATCH of ``value`` alone, the commonest request by far) that follow each other in a batch
+are written in one statement rather than a savepoint, an update and a release each: on PostgreSQL that is
+three round trips a request fewer (persisted PATCH/s 0.18x -> 0.37x the no-op app, same run).
 """
 
 from __future__ import annotations
@@ -20,16 +24,19 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+from .. import _internal
 from .._errors import ServerError
-from .._store import Store, Tx
+from .._store import Scope, Store, Tx
 
 logger = logging.getLogger("taskreport.server")
 
 T = TypeVar("T")
-_Job = tuple[Callable[[Tx], Any], asyncio.Future[Any], asyncio.AbstractEventLoop]
+#: a write that is a progress update only: (project, task id, fields), for writing with its batch's others
+Progress = tuple[Scope, str, Mapping[str, Any]]
+_Job = tuple[Callable[[Tx], Any], asyncio.Future[Any], asyncio.AbstractEventLoop, Progress | None]
 _STOP = object()
 
 
@@ -95,15 +102,17 @@ class Writer:
         """True once stopping: every write from then on is refused with a 503."""
         return self._closed
 
-    async def run(self, write: Callable[[Tx], T]) -> T:
+    async def run(self, write: Callable[[Tx], T], progress: Progress | None = None) -> T:
         """Run ``write(tx)`` in the next batch; its exception, if any, is raised here. Once the writer is
-        stopping, raises a 503 :class:`ServerError`."""
+        stopping, raises a 503 :class:`ServerError`. ``progress``: the write is this progress update alone
+        (what ``Tx.update_progress`` writes), so it may be written together with its batch's other ones in one
+        statement; ``write`` still runs when that can't take it."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         with self._lock:
             if self._closed:
                 raise unavailable()
-            self._queue.put((write, future, loop))
+            self._queue.put((write, future, loop, progress))
         return await future
 
     def _run(self) -> None:
@@ -164,18 +173,69 @@ class Writer:
         outcomes: list[tuple[bool, Any]] = []
         try:
             with self.store.transaction(write=True) as tx:
-                for write, _future, _loop in batch:
+                start = 0
+                while start < len(batch):
+                    end = self._progress_run(batch, start)
+                    if end - start > 1:
+                        outcomes += self._write_progress(tx, batch[start:end])
+                        start = end
+                        continue
                     try:
                         with tx.savepoint():
-                            outcomes.append((True, write(tx)))
+                            outcomes.append((True, batch[start][0](tx)))
                     except Exception as exc:
                         outcomes.append((False, exc))
+                    start += 1
                 fired = tx.fired
         except Exception as exc:
             # the commit (or a savepoint) failed: nothing in this batch was written
             logger.exception("taskreport server: a batch of %d writes failed", len(batch))
             return [(False, exc)] * len(batch), 0
         return outcomes, fired
+
+    @staticmethod
+    def _progress_run(batch: list[_Job], start: int) -> int:
+        """The end of the run of progress updates from ``start``: consecutive ones, to distinct tasks of one
+        project (a task twice in one statement would get either value), so writing them together in one
+        statement changes nothing but the count of round trips."""
+        seen: set[str] = set()
+        project = None
+        end = start
+        while end < len(batch):
+            progress = batch[end][3]
+            if progress is None or progress[1] in seen or project not in (None, progress[0].project_id):
+                break
+            seen.add(progress[1])
+            project = progress[0].project_id
+            end += 1
+        return end
+
+    def _write_progress(self, tx: Tx, run: list[_Job]) -> list[tuple[bool, Any]]:
+        """A run of progress updates in one statement; each that it could not take (an unknown task, one with
+        a live action) is written the ordinary way after, as it would have been alone."""
+        items = [job[3] for job in run if job[3] is not None]
+        try:
+            with tx.savepoint():
+                rows = tx.update_progress_many(items[0][0], [(task_id, fields) for _, task_id, fields in items])
+        except Exception as exc:
+            if self.store.conflict(exc):
+                return [(False, exc)] * len(run)  # each runs again alone, as after any clash
+            # not expected: the same writes one by one still get their answers, and the suite hears of it
+            _internal.report("progress updates in one statement failed; writing them one by one", exc)
+            rows = {}
+        outcomes: list[tuple[bool, Any]] = []
+        for job in run:
+            assert job[3] is not None
+            row = rows.get(job[3][1])
+            if row is not None:
+                outcomes.append((True, row))
+                continue
+            try:
+                with tx.savepoint():
+                    outcomes.append((True, job[0](tx)))
+            except Exception as exc:
+                outcomes.append((False, exc))
+        return outcomes
 
     def _write_alone(self, job: _Job) -> tuple[tuple[bool, Any], int]:
         """One write in its own transaction, without a savepoint: its failure rolls the transaction back,
@@ -195,7 +255,7 @@ class Writer:
     @staticmethod
     def _answer(batch: list[_Job], outcomes: list[tuple[bool, Any]]) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
-        for (_write, future, loop), (ok, value) in zip(batch, outcomes, strict=True):
+        for (_write, future, loop, _progress), (ok, value) in zip(batch, outcomes, strict=True):
             by_loop.setdefault(loop, []).append((future, ok, value))
         for loop, jobs in by_loop.items():
             # RuntimeError: the loop closed while we wrote; nobody is waiting any more
