@@ -13,7 +13,7 @@ import pytest
 from taskreport._store import open_store
 
 WORKERS = 2
-ROUNDS = 1000
+ROUNDS = 400  # enough for the two to overlap for a good while (checked below); each round is a commit
 PROCS = Path(__file__).with_name("_procs.py")
 ROOT = Path(__file__).resolve().parents[1]
 
