@@ -197,6 +197,11 @@ class Database:
         self._local = threading.local()
         self._all: list[Any] = []
         self._all_lock = threading.Lock()
+        # connections inside a transaction (by id), and those of them that close() left to their thread: closing
+        # a SQLite connection while another thread runs a statement on it crashes the process (sqlite3 frees
+        # what the statement still uses), which an exit whose last delivery round still writes would do
+        self._busy: set[int] = set()
+        self._orphans: set[int] = set()
         self._pid = os.getpid()
 
     def connection(self) -> Any:
@@ -218,6 +223,7 @@ class Database:
             self._local = threading.local()
             self._all = []
             self._all_lock = threading.Lock()
+            self._busy, self._orphans = set(), set()
             self._pid = os.getpid()
 
     @contextmanager
@@ -237,6 +243,27 @@ class Database:
             finally:
                 self._local.depth = depth
             return
+        if self.dialect.pooled:
+            # lent by a pool, which close() leaves to the dialect: nothing to keep track of
+            with self._outermost(conn, write) as cur:
+                yield cur
+            return
+        with self._all_lock:
+            self._busy.add(id(conn))
+        try:
+            with self._outermost(conn, write) as cur:
+                yield cur
+        finally:
+            with self._all_lock:
+                self._busy.discard(id(conn))
+                orphan = id(conn) in self._orphans
+                self._orphans.discard(id(conn))
+            if orphan:
+                with contextlib.suppress(Exception):
+                    conn.close()
+
+    @contextmanager
+    def _outermost(self, conn: Any, write: bool) -> Iterator[Cursor]:
         try:
             self.dialect.begin(conn, write)
         except Exception as exc:
@@ -297,12 +324,17 @@ class Database:
             conn.close()
 
     def close(self) -> None:
+        """Close every connection; one that another thread is using in a transaction is closed by that
+        thread when the transaction ends."""
         with GATE.passage():
             with self._all_lock:
                 conns, self._all = self._all, []
+                busy = {id(conn) for conn in conns} & self._busy
+                self._orphans |= busy
             for conn in conns:
-                with contextlib.suppress(Exception):
-                    conn.close()
+                if id(conn) not in busy:
+                    with contextlib.suppress(Exception):
+                        conn.close()
             self.dialect.close()
         self._local = threading.local()
 
