@@ -59,9 +59,10 @@ class _Running:
         self.thread.join(15)
 
 
-def start_server(store_url: str, **settings: Any) -> tuple[LiveServer, Callable[[], None]]:
+def start_server(store_url: str, parser: str = "auto", **settings: Any) -> tuple[LiveServer, Callable[[], None]]:
     """Start a server on a fresh store (organization ``acme``, project ``web``); returns it and a stop
-    function. ``settings`` are :class:`taskreport.server.ServerSettings` fields."""
+    function. ``parser``: uvicorn's HTTP parser (``auto``, ``httptools``, ``h11``); ``settings`` are
+    :class:`taskreport.server.ServerSettings` fields."""
     import uvicorn
 
     from taskreport.cli._serve import bind_socket
@@ -85,7 +86,7 @@ def start_server(store_url: str, **settings: Any) -> tuple[LiveServer, Callable[
     # a server in a thread has no signal handlers, so the dashboard's open streams never hear that it stops
     # (under `taskreport serve` they do) and uvicorn would wait for them to end: a second is enough to let
     # every other request finish
-    config = uvicorn_config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=1)
+    config = uvicorn_config(app, parser, log_level="warning", access_log=False, timeout_graceful_shutdown=1)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

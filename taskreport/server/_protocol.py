@@ -57,17 +57,18 @@ def _httptools_class() -> type[asyncio.Protocol]:
     return SeedHttpToolsProtocol
 
 
-def protocol_class() -> type[asyncio.Protocol]:
-    """The HTTP protocol uvicorn's ``auto`` would pick (httptools if installed, else h11), answering
-    unparsable requests with the API's 400 body."""
-    if importlib.util.find_spec("httptools") is not None:
+def protocol_class(parser: str = "auto") -> type[asyncio.Protocol]:
+    """The HTTP protocol uvicorn's ``auto`` would pick (httptools if installed, else h11), or the one
+    ``parser`` names (``"httptools"``, ``"h11"``), answering unparsable requests with the API's 400 body."""
+    if parser == "httptools" or (parser == "auto" and importlib.util.find_spec("httptools") is not None):
         return _httptools_class()
     return _h11_class()
 
 
-def uvicorn_config(app: Any, **options: Any) -> Any:
+def uvicorn_config(app: Any, parser: str = "auto", **options: Any) -> Any:
     """A ``uvicorn.Config`` for this server: its lifespan on, and unparsable requests answered in the API's
-    error format. ``options`` are uvicorn's (``log_level``, ``ssl_certfile``...)."""
+    error format. ``parser``: see :func:`protocol_class`. ``options`` are uvicorn's (``log_level``,
+    ``ssl_certfile``...)."""
     import uvicorn
 
-    return uvicorn.Config(app, lifespan="on", http=protocol_class(), **options)
+    return uvicorn.Config(app, lifespan="on", http=protocol_class(parser), **options)
