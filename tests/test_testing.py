@@ -117,7 +117,8 @@ def test_no_thread_no_file_no_network_and_the_previous_client_comes_back(
             with taskreport.task(f"t{i}", heartbeat=0.01) as t:
                 t.update(value=i)
         assert len(tasks) == 50
-        assert set(threading.enumerate()) == threads
+        # no thread started (one that an earlier test left, like a proxy's request thread, may end meanwhile)
+        assert set(threading.enumerate()) - threads == set()
         assert current_client() is not previous
     assert current_client() is previous
     assert previous.stats()["requests"] == 0 and previous.stats()["merged"] == 0
