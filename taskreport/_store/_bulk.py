@@ -3,7 +3,7 @@
 The commonest write by far is a progress update of a running task. Written one by one (a savepoint, a read,
 an update, a look for actions to fire, a rendered row), 10,000 live tasks cost more than a second of one
 thread's time per round; written here, a round is three statements per 500 tasks and one statement per
-2,000 (SQLite; an ``executemany`` on PostgreSQL), most of it in SQLite's own C without the GIL. Only writes
+2,000, most of it in the database's own code (on SQLite, without the GIL). Only writes
 that can't change anything else qualify: fields within ``value``/``value_max`` (no status, so no time rules)
 to tasks with no live action (so nothing can fire). The caller writes every other one the ordinary way.
 """
@@ -52,7 +52,7 @@ def update_values(cur: Cursor, scope: Scope, items: Sequence[tuple[str, Mapping[
                                                              task_id]))
     written: set[str] = set()
     for columns, rows in by_columns.items():
-        if cur.dialect.name == "sqlite" and sqlite3.sqlite_version_info >= (3, 33):
+        if cur.dialect.name == "postgresql" or sqlite3.sqlite_version_info >= (3, 33):
             matched = _update_from_values(cur, scope, columns, [[*params[: len(columns)], task_id]
                                                                   for task_id, params in rows], now)  # fmt: skip
         else:
@@ -121,12 +121,15 @@ def _update_from_values(cur: Cursor, scope: Scope, columns: tuple[str, ...], row
                         now: float) -> int:  # fmt: skip
     """The rows (each its columns' values, then the task id) in one ``UPDATE ... FROM (VALUES ...)`` per
     ``_VALUES_CHUNK``: ``executemany`` steps once per row, and sqlite3 lets the GIL go and takes it back at each
-    step, which behind one busy application thread costs up to a switch interval (5 ms) per row."""
+    step, which behind one busy application thread costs up to a switch interval (5 ms) per row; PostgreSQL
+    runs one statement instead of one per row."""
     assignments = ", ".join(f"{c} = v.column{n}" for n, c in enumerate(columns, start=1))
+    # PostgreSQL types a VALUES list from its first row: say what each column is
+    casts = ["::bigint"] * len(columns) + ["::text"] if cur.dialect.name == "postgresql" else [""] * (len(columns) + 1)
     matched = 0
     for start in range(0, len(rows), _VALUES_CHUNK):
         chunk = rows[start : start + _VALUES_CHUNK]
-        row_marks = "(" + ", ".join("?" * (len(columns) + 1)) + ")"
+        row_marks = "(" + ", ".join(f"?{cast}" for cast in casts) + ")"
         query = (f"UPDATE tasks SET {assignments}, updated = ? FROM (VALUES {', '.join([row_marks] * len(chunk))}) AS v"
                  f" WHERE tasks.project_id = ? AND tasks.public_id = v.column{len(columns) + 1}")  # fmt: skip
         params = [now, *(value for row in chunk for value in row), scope.project_id]
