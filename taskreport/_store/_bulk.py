@@ -29,6 +29,31 @@ def qualifies(fields: Mapping[str, Any]) -> bool:
     return bool(fields) and FIELDS.issuperset(fields)
 
 
+#: the task has an action that may yet fire: its writes go the ordinary way, which fires it
+_LIVE_ACTION = "EXISTS (SELECT 1 FROM actions a WHERE a.task_id = tasks.id AND a.status <> 'cancelled')"
+
+
+def _by_columns(items: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[tuple[str, ...], list[list[Any]]]:
+    """The items grouped by the fields they set, each as its values (in the columns' order), then its id."""
+    groups: dict[tuple[str, ...], list[list[Any]]] = {}
+    for task_id, fields in items:
+        columns = tuple(sorted(fields))
+        groups.setdefault(columns, []).append([*(fields[c] for c in columns), str(task_id)])
+    return groups
+
+
+def _values(cur: Cursor, columns: tuple[str, ...], count: int) -> str:
+    """``(VALUES (...), ...) AS v`` for ``count`` rows of the columns then an id (``v.column1``...)."""
+    # PostgreSQL types a VALUES list from its first row: say what each column is
+    casts = ["::bigint"] * len(columns) + ["::text"] if cur.dialect.name == "postgresql" else [""] * (len(columns) + 1)
+    marks = "(" + ", ".join(f"?{cast}" for cast in casts) + ")"
+    return f"(VALUES {', '.join([marks] * count)}) AS v"
+
+
+def _assignments(columns: tuple[str, ...]) -> str:
+    return ", ".join(f"{c} = v.column{n}" for n, c in enumerate(columns, start=1))
+
+
 def update_values(cur: Cursor, scope: Scope, items: Sequence[tuple[str, Mapping[str, Any]]],
                   now: float | None = None) -> set[str]:
     """Write the qualifying ``(task id, fields)`` items; returns the ids of those written. Items of unknown
@@ -43,23 +68,15 @@ def update_values(cur: Cursor, scope: Scope, items: Sequence[tuple[str, Mapping[
             (scope.project_id,),
         )
     }
-    by_columns: dict[tuple[str, ...], list[tuple[str, list[Any]]]] = {}
-    for task_id, fields in items:
-        if task_id in busy:
-            continue
-        columns = tuple(sorted(fields))
-        by_columns.setdefault(columns, []).append((task_id, [*(fields[c] for c in columns), now, scope.project_id,
-                                                             task_id]))
     written: set[str] = set()
-    for columns, rows in by_columns.items():
+    for columns, rows in _by_columns([(task_id, fields) for task_id, fields in items if task_id not in busy]).items():
         if cur.dialect.name == "postgresql" or sqlite3.sqlite_version_info >= (3, 33):
-            matched = _update_from_values(cur, scope, columns, [[*params[: len(columns)], task_id]
-                                                                  for task_id, params in rows], now)  # fmt: skip
+            matched = _update_from_values(cur, scope, columns, rows, now)
         else:
             assignments = ", ".join(f"{c} = ?" for c in columns)
             query = f"UPDATE tasks SET {assignments}, updated = ? WHERE project_id = ? AND public_id = ?"
-            matched = cur.executemany(query, [params for _, params in rows])
-        ids = [task_id for task_id, _ in rows]
+            matched = cur.executemany(query, [[*row[:-1], now, scope.project_id, row[-1]] for row in rows])
+        ids = [row[-1] for row in rows]
         if matched != len(rows):
             # some ids are unknown here (rare: a task deleted, an id from elsewhere): keep those that exist
             ids = _existing(cur, scope, ids)
@@ -73,8 +90,7 @@ def update_one(cur: Cursor, scope: Scope, task_id: str, fields: Mapping[str, Any
     columns = sorted(fields)
     assignments = ", ".join(f"{c} = ?" for c in columns)
     return cur.one(
-        f"UPDATE tasks SET {assignments}, updated = ? WHERE project_id = ? AND public_id = ?"
-        " AND NOT EXISTS (SELECT 1 FROM actions a WHERE a.task_id = tasks.id AND a.status <> 'cancelled')"
+        f"UPDATE tasks SET {assignments}, updated = ? WHERE project_id = ? AND public_id = ? AND NOT {_LIVE_ACTION}"
         " RETURNING *",
         [*(fields[c] for c in columns), now, scope.project_id, str(task_id)],
     )
@@ -86,31 +102,23 @@ def update_returning(cur: Cursor, scope: Scope, items: Sequence[tuple[str, Mappi
     as written, by task id. A task that is unknown or has a live action is absent, for the caller to write the
     ordinary way. The server's writer groups the PATCHes of one batch here: one statement instead of a
     savepoint, an update and a release for each (on PostgreSQL, three round trips a request)."""
-    by_columns: dict[tuple[str, ...], list[list[Any]]] = {}
-    for task_id, fields in items:
-        columns = tuple(sorted(fields))
-        by_columns.setdefault(columns, []).append([*(fields[c] for c in columns), str(task_id)])
     out: dict[str, Row] = {}
-    postgres = cur.dialect.name == "postgresql"
-    for columns, rows in by_columns.items():
+    for columns, rows in _by_columns(items).items():
         width = len(columns) + 1
-        casts = ["::bigint"] * len(columns) + ["::text"] if postgres else [""] * width
-        marks = "(" + ", ".join(f"?{cast}" for cast in casts) + ")"
-        assignments = ", ".join(f"{c} = v.column{n}" for n, c in enumerate(columns, start=1))
-        values = f"(VALUES {', '.join([marks] * len(rows))}) AS v"
-        live_action = "EXISTS (SELECT 1 FROM actions a WHERE a.task_id = tasks.id AND a.status <> 'cancelled')"
-        if postgres:
+        values = _values(cur, columns, len(rows))
+        if cur.dialect.name == "postgresql":
             # rows locked in one order (id), so that two batches touching the same tasks wait for each other
             # instead of deadlocking (PostgreSQL would notice only after deadlock_timeout, a second)
             query = (f"WITH v AS (SELECT * FROM {values}), mine AS (SELECT tasks.id FROM tasks JOIN v ON"
                      f" tasks.public_id = v.column{width} WHERE tasks.project_id = ? ORDER BY tasks.id FOR UPDATE)"
-                     f" UPDATE tasks SET {assignments}, updated = ? FROM v WHERE tasks.id IN (SELECT id FROM mine)"
-                     f" AND tasks.public_id = v.column{width} AND NOT {live_action} RETURNING tasks.*")  # fmt: skip
+                     f" UPDATE tasks SET {_assignments(columns)}, updated = ? FROM v WHERE tasks.id IN"
+                     f" (SELECT id FROM mine) AND tasks.public_id = v.column{width} AND NOT {_LIVE_ACTION}"
+                     " RETURNING tasks.*")  # fmt: skip
             params = [*(value for row in rows for value in row), scope.project_id, now]
         else:
             # SQLite's RETURNING takes no table name: its * is the updated table's columns alone
-            query = (f"UPDATE tasks SET {assignments}, updated = ? FROM {values} WHERE tasks.project_id = ?"
-                     f" AND tasks.public_id = v.column{width} AND NOT {live_action} RETURNING *")  # fmt: skip
+            query = (f"UPDATE tasks SET {_assignments(columns)}, updated = ? FROM {values} WHERE tasks.project_id = ?"
+                     f" AND tasks.public_id = v.column{width} AND NOT {_LIVE_ACTION} RETURNING *")  # fmt: skip
             params = [now, *(value for row in rows for value in row), scope.project_id]
         for row in cur.all(query, params):
             out[row["public_id"]] = row
@@ -123,14 +131,10 @@ def _update_from_values(cur: Cursor, scope: Scope, columns: tuple[str, ...], row
     ``_VALUES_CHUNK``: ``executemany`` steps once per row, and sqlite3 lets the GIL go and takes it back at each
     step, which behind one busy application thread costs up to a switch interval (5 ms) per row; PostgreSQL
     runs one statement instead of one per row."""
-    assignments = ", ".join(f"{c} = v.column{n}" for n, c in enumerate(columns, start=1))
-    # PostgreSQL types a VALUES list from its first row: say what each column is
-    casts = ["::bigint"] * len(columns) + ["::text"] if cur.dialect.name == "postgresql" else [""] * (len(columns) + 1)
     matched = 0
     for start in range(0, len(rows), _VALUES_CHUNK):
         chunk = rows[start : start + _VALUES_CHUNK]
-        row_marks = "(" + ", ".join(f"?{cast}" for cast in casts) + ")"
-        query = (f"UPDATE tasks SET {assignments}, updated = ? FROM (VALUES {', '.join([row_marks] * len(chunk))}) AS v"
+        query = (f"UPDATE tasks SET {_assignments(columns)}, updated = ? FROM {_values(cur, columns, len(chunk))}"
                  f" WHERE tasks.project_id = ? AND tasks.public_id = v.column{len(columns) + 1}")  # fmt: skip
         params = [now, *(value for row in chunk for value in row), scope.project_id]
         matched += int(cur.execute(query, params).rowcount)

@@ -72,12 +72,13 @@ async def _update_task(api: Api, ctx: Ctx, *, partial: bool) -> Response:
     fields = task_fields(await api.body(ctx), partial=partial)
     task_id = ctx.params["task"]
 
+    progress = (scope, task_id, fields) if partial and Tx.progress_only(fields) else None
+
     def write(tx: Tx) -> TaskRow:
         # the commonest request by far, progress, is one statement when nothing else can change
-        fast = tx.update_progress(scope, task_id, fields) if partial else None
+        fast = tx.update_progress(scope, task_id, fields) if progress else None
         return fast or tx.update_task(scope, task_id, fields)
 
-    progress = (scope, task_id, fields) if partial and Tx.progress_only(fields) else None
     row = await api.write(write, progress)
     return json_response(render_task(row, ctx.base, api.public_link))
 
