@@ -66,15 +66,19 @@ def data_home() -> Path:
 
 def read_config_file(path: Path | None = None) -> dict[str, Any]:
     path = path or config_path()
-    toml = _tomllib()
     try:
         with open(path, "rb") as fh:
-            values: dict[str, Any] = toml.load(fh)
-            return values
+            data = fh.read()
     except FileNotFoundError:
-        return {}
-    except (OSError, toml.TOMLDecodeError) as exc:
+        return {}  # the parser is not even imported: most processes have no config file
+    except OSError as exc:
         raise ConfigurationError(f"cannot read config file {path}: {exc}") from None
+    toml = _tomllib()
+    try:
+        values: dict[str, Any] = toml.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, toml.TOMLDecodeError) as exc:
+        raise ConfigurationError(f"cannot read config file {path}: {exc}") from None
+    return values
 
 
 def write_config_file(values: Mapping[str, Any], path: Path | None = None) -> Path:

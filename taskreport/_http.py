@@ -1,4 +1,4 @@
-"""The HTTP transport: the task API over keep-alive ``requests`` sessions.
+"""The HTTP transport: the task API over keep-alive connections (see :mod:`._wire` for which client).
 
 Delivery goes through :meth:`HttpTransport.send`. Against our server it uses the batch operation (many
 changes per request, tasks named by reference); against a stock server of the API, which answers the batch
@@ -12,16 +12,11 @@ import ipaddress
 import json
 import logging
 import random
-import threading
 import time
 import urllib.parse
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
-
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3.util import parse_url
 
 from ._errors import (
     ConfigurationError,
@@ -36,6 +31,7 @@ from ._errors import (
 from ._timeutil import to_iso
 from ._transport import BatchUnsupported, Op, PageResult, Row
 from ._version import __version__
+from ._wire import Answer, Wire, WireError, default_wire
 
 logger = logging.getLogger("taskreport")
 
@@ -59,7 +55,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_url(url: str, allow_insecure_http: bool) -> None:
+def check_url(url: str, allow_insecure_http: bool, wire: Wire | None = None) -> None:
     """Refuse a URL the HTTP stack could read differently from us, and a token in clear text anywhere but
     this machine unless told to."""
     if "://" not in url:
@@ -73,13 +69,13 @@ def check_url(url: str, allow_insecure_http: bool) -> None:
     if split.scheme.lower() not in ("http", "https"):
         raise ConfigurationError(f"unsupported URL scheme {split.scheme!r}: use https:// (or http:// to localhost)")
     try:
-        parsed = parse_url(url)  # what urllib3, and so requests, will connect to
+        split.port  # noqa: B018 (raises on a port that is not a number in range)
     except ValueError as exc:
         raise ConfigurationError(f"refusing the URL {url!r}: {exc}") from None
-    if parsed.auth or "@" in split.netloc:
+    if split.username is not None or "@" in split.netloc:
         raise ConfigurationError("refusing a URL with a user name or password in it: pass the token instead")
-    host = parsed.host or ""
-    if not host or host.strip("[]").lower() != (split.hostname or "").lower():
+    host = (wire or default_wire()).host_of(url)  # what the client will connect to
+    if not host or host.lower() != (split.hostname or "").lower():
         raise ConfigurationError(f"refusing the ambiguous URL {url!r}")
     if split.scheme.lower() == "http" and not is_loopback(host) and not allow_insecure_http:
         raise ConfigurationError(
@@ -141,8 +137,10 @@ class HttpTransport:
         backoff: float = 0.5,
         max_backoff: float = 30.0,
         allow_insecure_http: bool = False,
+        wire: Wire | None = None,
     ) -> None:
-        check_url(url, allow_insecure_http)
+        self._wire = wire if wire is not None else default_wire()
+        check_url(url, allow_insecure_http, self._wire)
         self.base = url.rstrip("/")
         self.organization = organization
         self.project = project
@@ -153,8 +151,9 @@ class HttpTransport:
         #: whether the service has the batch operation and task references; None until a send tells
         self.refs: bool | None = None
         self.max_ops = BATCH_OPS
-        self._token = token
-        self._local = threading.local()
+        self._headers = {"User-Agent": f"taskreport/{__version__}", "Accept": "application/json"}
+        if token:
+            self._headers["Authorization"] = f"Token {token}"
         self._pool: Any = None
         self.tasks_url = f"{self.base}/api/{urllib.parse.quote(organization)}/{urllib.parse.quote(project)}/tasks/"
         self.batch_url = f"{self.tasks_url}batch/"
@@ -162,31 +161,14 @@ class HttpTransport:
     def __repr__(self) -> str:
         return f"<HttpTransport {self.base} {self.organization}/{self.project}>"
 
-    # -- sessions ----------------------------------------------------------------------------------
-    def _session(self) -> requests.Session:
-        # one session per thread: requests.Session is not documented as thread-safe
-        session: requests.Session | None = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            adapter = HTTPAdapter(pool_connections=1, pool_maxsize=1, max_retries=0)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            session.headers.update({"User-Agent": f"taskreport/{__version__}", "Accept": "application/json"})
-            if self._token:
-                session.headers["Authorization"] = f"Token {self._token}"
-            self._local.session = session
-        return session
-
+    # -- connections -------------------------------------------------------------------------------
     def after_fork(self) -> None:
         # the parent's sockets and threads are not ours: drop (without closing) what was inherited
-        self._local = threading.local()
+        self._wire.after_fork()
         self._pool = None
 
     def close(self) -> None:
-        session = getattr(self._local, "session", None)
-        if session is not None:
-            session.close()
-            self._local.session = None
+        self._wire.close()
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=False)
@@ -198,16 +180,21 @@ class HttpTransport:
     def _raw(
         self, method: str, url: str, *, body: Any = None, data: bytes | None = None, params: Any = None,
         headers: dict[str, str] | None = None,
-    ) -> requests.Response:
+    ) -> Answer:
+        all_headers = dict(self._headers)
+        if body is not None:
+            data = json.dumps(body, allow_nan=False).encode()
+            all_headers["Content-Type"] = "application/json"
+        if headers:
+            all_headers.update(headers)
+        if params:
+            url = f"{url}?{urllib.parse.urlencode(params, doseq=True)}"
         try:
-            return self._session().request(
-                method, url, json=body, data=data, params=params, headers=headers, timeout=self.timeout,
-                allow_redirects=False,
-            )
-        except requests.RequestException as exc:
-            raise TransportError(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
+            return self._wire.request(method, url, data, all_headers, self.timeout)
+        except WireError as exc:
+            raise TransportError(f"{method} {url}: {exc}") from exc
 
-    def _checked(self, method: str, url: str, response: requests.Response) -> Any:
+    def _checked(self, method: str, url: str, response: Answer) -> Any:
         status = response.status_code
         if status >= 400:
             try:
@@ -306,7 +293,7 @@ class HttpTransport:
             out.append(next(it) if encoded else ValidationError("cannot be encoded as JSON"))
         return out
 
-    def _batch_answers(self, response: requests.Response, count: int) -> list[Row | TaskReportError]:
+    def _batch_answers(self, response: Answer, count: int) -> list[Row | TaskReportError]:
         ours = FEATURES_HEADER in response.headers
         if response.status_code in (404, 405) and not ours:
             # a server without the batch operation (a stock server of the API): plan by id from now on

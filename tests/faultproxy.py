@@ -25,6 +25,7 @@ class Seen:
     at: float
     status: int
     injected: bool = False
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -137,7 +138,7 @@ class FaultProxy:
                     # recorded when it arrives (status 0 until answered): a request still held by a delay, or
                     # whose client gave up on it, has been seen all the same
                     seen = Seen(self.command, self.path, body, time.monotonic(), fault.status if fault else 0,
-                                fault is not None)
+                                fault is not None, dict(self.headers.items()))
                     proxy.seen.append(seen)
                 if proxy.delay:
                     time.sleep(proxy.delay)

@@ -1,4 +1,5 @@
-"""The HTTP transport's own rules for direct (synchronous) calls, against a real server through a proxy."""
+"""The HTTP transport's own rules for direct (synchronous) calls, against a real server through a proxy, on
+both wires (the standard library's client, and requests: what a process with a proxy configured uses)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,15 @@ from faultproxy import FaultProxy
 from server_fixtures import LiveServer
 
 import taskreport
+from taskreport import _http
 from taskreport._errors import NotFound, RateLimited, ServerError, TransportError, Unauthorized, ValidationError
 from taskreport._http import HttpTransport
+from taskreport._wire import RequestsWire, StdlibWire
+
+
+@pytest.fixture(autouse=True, params=[StdlibWire, RequestsWire], ids=["stdlib", "requests"])
+def wire(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_http, "default_wire", request.param)
 
 
 def transport(live: LiveServer, proxy: FaultProxy, **options: object) -> HttpTransport:
@@ -85,4 +93,4 @@ def test_one_keep_alive_connection_and_a_user_agent(sqlite_server: LiveServer, p
     assert t.get_task(created["id"])["value"] == 19
     assert len(proxy.requests()) == 22
     assert proxy.connections == 1  # every request went over one TCP connection
-    assert t._session().headers["User-Agent"] == f"taskreport/{taskreport.__version__}"
+    assert {s.headers.get("User-Agent") for s in proxy.requests()} == {f"taskreport/{taskreport.__version__}"}

@@ -155,7 +155,13 @@ def test_records_of_a_multiprocessing_child_that_leaves_through_os_exit_reach_th
     assert messages(by_name("child task"))[-1] == "child record 9"
 
 
-def test_requests_and_urllib3_records_made_inside_a_task_are_never_kept(sqlite_server: Any) -> None:
+def test_requests_and_urllib3_records_made_inside_a_task_are_never_kept(sqlite_server: Any,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # requests carries the requests where a proxy is set (the default wire logs nothing of its own)
+    from taskreport import _http
+    from taskreport._wire import RequestsWire
+
+    monkeypatch.setattr(_http, "default_wire", RequestsWire)
     taskreport.init(url=sqlite_server.url, token=sqlite_server.token, organization=sqlite_server.organization,
                     project=sqlite_server.project, integrations=[LoggingIntegration(level="DEBUG")])
     noisy = [logging.getLogger(name) for name in ("urllib3", "requests")]
