@@ -146,16 +146,24 @@ def _refuse_cleartext(url: str) -> None:
         )
 
 
-def _request(method: str, url: str, base: str, **kwargs: Any) -> Any:
-    import requests
+def _request(method: str, url: str, base: str, body: Any = None, headers: dict[str, str] | None = None) -> Any:
+    import json
 
     from .._version import __version__
+    from .._wire import WireError, default_wire
 
-    headers = {"Accept": "application/json", "User-Agent": f"taskreport/{__version__}", **kwargs.pop("headers", {})}
+    sent = {"Accept": "application/json", "User-Agent": f"taskreport/{__version__}", **(headers or {})}
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        sent["Content-Type"] = "application/json"
+    wire = default_wire()
     try:
-        return requests.request(method, url, headers=headers, timeout=10, allow_redirects=False, **kwargs)
-    except requests.RequestException as exc:
+        return wire.request(method, url, data, sent, 10.0)
+    except WireError as exc:
         raise click.ClickException(f"cannot reach the task service at {base}: {transport_reason(exc)}") from None
+    finally:
+        wire.close()
 
 
 def _detail(response: Any) -> str:
@@ -168,7 +176,7 @@ def _detail(response: Any) -> str:
 
 def _authenticate(url: str, username: str, password: str) -> dict[str, Any]:
     endpoint = f"{url}/api/authenticate/"
-    response = _request("POST", endpoint, url, json={"username": username, "password": password})
+    response = _request("POST", endpoint, url, body={"username": username, "password": password})
     if response.status_code in (400, 401, 403):
         raise click.ClickException(f"{url} refused the login: {_detail(response) or 'wrong username or password'}")
     if response.status_code == 429:
@@ -190,7 +198,7 @@ def _authenticate(url: str, username: str, password: str) -> dict[str, Any]:
 def _project_exists(url: str, token: str, organization: str, project: str) -> bool:
     quote = urllib.parse.quote
     tasks = f"{url}/api/{quote(organization, safe='')}/{quote(project, safe='')}/tasks/"
-    response = _request("GET", tasks, url, params={"page_size": 1}, headers={"Authorization": f"Token {token}"})
+    response = _request("GET", f"{tasks}?page_size=1", url, headers={"Authorization": f"Token {token}"})
     return bool(response.status_code != 404)
 
 
