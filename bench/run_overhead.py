@@ -6,8 +6,9 @@ round runs every command once, in turn, as a new process (so that a machine that
 alike), after two warm-up rounds. Printed per command: the median and best wall time, and the median over the
 rounds of what it adds to ``true`` run in the same round, the median CPU time (user + system, from the
 operating system's accounting of the finished process: less swayed by a busy machine than wall time); for
-``taskreport run`` over HTTP, the median ratio to taskbadger's ``run`` in the same round. Target:
-``taskreport run x -- true`` adds at most 120 ms.
+``taskreport run``, the median ratio to taskbadger's ``run`` in the same round. Target:
+``taskreport run x -- true`` adds at most 120 ms, set when taskbadger's ``run`` took 336 ms: on a machine of
+another speed, the same target is a ratio of at most 0.36 to taskbadger's ``run`` measured in the same run.
 
 - ``taskreport run`` on the embedded store (the default with no URL) and over HTTP to a real ``taskreport``
   server on loopback (SQLite); each run's task is checked to be there, ended, at the end.
@@ -36,6 +37,9 @@ from _server import serve
 ROUNDS = int(next((a for a in sys.argv[1:] if a.isdigit()), "20"))
 WARMUP = 2
 TARGET = 0.120
+#: taskbadger 2.6's run when the target was set (issue 12): the target as a share of it, for machines of
+#: another speed
+TASKBADGER_THEN = 0.336
 TASKREPORT = str(Path(sys.executable).parent / "taskreport")
 TASKBADGER_PINS = ["taskbadger[cli]==2.6.0", "typer==0.12.5", "click==8.1.7"]
 
@@ -152,9 +156,10 @@ def report(times: dict[str, list[float]], cpu: dict[str, list[float]], taskbadge
             note = "requests alone (the HTTP client where a proxy is set)"
         if name.startswith("taskreport run"):
             note = f"adds <= {TARGET * 1000:.0f} ms: {'met' if added <= TARGET else 'NOT met'}"
-            if badger is not None and name.endswith("(http)"):
+            if badger is not None:
                 ratio = statistics.median(r / b for r, b in zip(runs, badger, strict=True))
-                note += f"; {ratio:.2f}x taskbadger's run"
+                share = TARGET / TASKBADGER_THEN
+                note += f"; {ratio:.2f}x taskbadger's run (<= {share:.2f}x: {'met' if ratio <= share else 'NOT met'})"
         print(f"{name:28} {statistics.median(runs) * 1000:8.1f} {min(runs) * 1000:8.1f} {added * 1000:8.1f} "
               f"{statistics.median(cpu[name]) * 1000:8.1f}  {note}")
     if badger is None:
