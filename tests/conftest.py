@@ -26,7 +26,7 @@ if signal.getsignal(signal.SIGQUIT) == signal.SIG_IGN:
 if TYPE_CHECKING:
     import taskreport
 
-pytest_plugins = ["server_fixtures"]
+pytest_plugins = ["server_fixtures", "scrypt_calls"]
 
 @pytest.fixture(autouse=True)
 def internal_errors(request: pytest.FixtureRequest) -> Iterator[list[BaseException]]:

@@ -162,21 +162,6 @@ def test_login_tokens_beyond_the_newest_are_revoked(store: Store) -> None:
 
 
 # -- passwords ----------------------------------------------------------------------------------------------
-@pytest.fixture
-def scrypts(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, int]]:
-    """The (n, r, p) of every scrypt run."""
-    calls: list[tuple[int, int, int]] = []
-    real = hashlib.scrypt
-
-    def counting(password: bytes, **kwargs: Any) -> bytes:
-        calls.append((kwargs["n"], kwargs["r"], kwargs["p"]))
-        return real(password, **kwargs)
-
-    monkeypatch.setattr(passwords.hashlib, "scrypt", counting)
-    monkeypatch.delenv(passwords.COST_ENV, raising=False)  # the real cost, not the suite's
-    return calls
-
-
 def test_an_unknown_user_costs_what_a_wrong_password_costs(store: Store, scrypts: list[Any]) -> None:
     with store.transaction() as tx:
         tx.create_user("alice", "long enough password", "acme")
@@ -217,8 +202,7 @@ def test_a_lower_cost_from_the_environment_never_weakens_a_stored_hash(monkeypat
             passwords.hash_password("long enough password")
 
 
-def test_an_older_hash_still_logs_in_and_asks_for_a_rehash(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(passwords.COST_ENV, raising=False)
+def test_an_older_hash_still_logs_in_and_asks_for_a_rehash(store: Store, scrypts: list[Any]) -> None:
     with store.transaction() as tx:
         uid = tx.create_user("alice", "long enough password", "acme")
         # as wave 1 hashed it: N=2^14

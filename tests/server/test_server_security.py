@@ -15,7 +15,6 @@ import pytest
 from receivers import Receiver, SmtpSink
 from server_fixtures import LiveServer
 
-from taskreport._store import _passwords as passwords
 from taskreport._store._outbox import list_firings
 from taskreport.server import SmtpSettings
 
@@ -119,21 +118,6 @@ def test_every_recipient_is_checked_and_only_they_are_mailed(server_factory: Any
     assert statuses[0] == "active"
     assert "b@evil.example refused" in statuses[1]
     assert "invalid recipients" in statuses[2]
-
-
-@pytest.fixture
-def scrypts(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, int]]:
-    """The (n, r, p) of every scrypt the server runs (it runs in this process)."""
-    calls: list[tuple[int, int, int]] = []
-    real = hashlib.scrypt
-
-    def counting(password: bytes, **kwargs: Any) -> bytes:
-        calls.append((kwargs["n"], kwargs["r"], kwargs["p"]))
-        return real(password, **kwargs)
-
-    monkeypatch.setattr(passwords.hashlib, "scrypt", counting)
-    monkeypatch.delenv(passwords.COST_ENV, raising=False)  # the real cost, not the suite's
-    return calls
 
 
 def _login(live: LiveServer, username: str, password: str) -> httpx.Response:
