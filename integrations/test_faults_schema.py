@@ -85,6 +85,7 @@ checks.negative_data_rejection.expected-statuses = [200, 201, 400, 401, 403, 404
 
 
 @pytest.mark.postgres
+@pytest.mark.load  # the suite's longest test: started first, so that the rest runs beside it
 @pytest.mark.timeout(150)
 def test_every_schemathesis_check_passes_against_the_served_schema(served: Served, tmp_path: Path) -> None:
     headers = {"Authorization": f"Token {served.token}"}
