@@ -259,6 +259,7 @@ def test_configure_asks_with_the_current_values_and_hides_the_token(tmp_path: Pa
     assert config.read_text().startswith("# mine\n")
 
 
+@pytest.mark.load  # ten seconds of a real terminal: started first, not left to end the suite alone
 def test_the_docs_recording_script_still_records(tmp_path: Path) -> None:
     """``record_watch.py`` makes docs/img/watch.svg: it must keep working as watch changes."""
     import xml.etree.ElementTree as ET
