@@ -19,8 +19,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
+import web
 from _faults import ORGANIZATION, PROJECT, Served, postgres_store
 
 # found, not imported: the test runs its CLI, and importing it costs every xdist worker's collection a second
@@ -90,8 +90,8 @@ checks.negative_data_rejection.expected-statuses = [200, 201, 400, 401, 403, 404
 def test_every_schemathesis_check_passes_against_the_served_schema(served: Served, tmp_path: Path) -> None:
     headers = {"Authorization": f"Token {served.token}"}
     tasks_url = f"{served.url}/api/{ORGANIZATION}/{PROJECT}/tasks/"
-    task = httpx.post(tasks_url, json={"name": "seed"}, headers=headers).raise_for_status().json()
-    action = httpx.post(f"{task['url']}actions/", headers=headers,
+    task = web.post(tasks_url, json={"name": "seed"}, headers=headers).raise_for_status().json()
+    action = web.post(f"{task['url']}actions/", headers=headers,
                         json={"trigger": "success", "integration": "email", "config": {"to": "ops@example.com"}})
     config = tmp_path / "schemathesis.toml"
     config.write_text(_config(task["id"], action.raise_for_status().json()["id"]))
@@ -120,7 +120,7 @@ def test_nul_in_an_id_a_slug_or_a_filter_is_invalid_input_not_a_server_error(ser
     headers = {"Authorization": f"Token {served.token}"}
     api = f"{served.url}/api"
     tasks = f"{api}/{ORGANIZATION}/{PROJECT}/tasks/"
-    with httpx.Client(headers=headers, timeout=10) as http:
+    with web.client(headers=headers, timeout=10) as http:
         answers = {
             "task id": http.get(f"{tasks}%00/"),
             "task id (update)": http.patch(f"{tasks}%00/", json={"value": 1}),
@@ -129,7 +129,7 @@ def test_nul_in_an_id_a_slug_or_a_filter_is_invalid_input_not_a_server_error(ser
             "project slug": http.get(f"{api}/{ORGANIZATION}/def%00ault/tasks/"),
             **{f"{name} filter": http.get(tasks, params={name: value}) for name, value in
                (("name", "a\x00"), ("external_id", "\x00"), ("ref", "\x00"), ("parent", "\x00"), ("tag", "a:\x00"))},
-            "username": httpx.post(f"{api}/authenticate/", json={"username": "a\x00", "password": "x"}),
+            "username": web.post(f"{api}/authenticate/", json={"username": "a\x00", "password": "x"}),
         }
         batch = http.post(f"{tasks}batch/", json={"operations": [{"op": "update", "id": "\x00", "fields": {}}]})
     for what, answer in answers.items():

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import web
 
 TASKREPORT = Path(sys.executable).parent / "taskreport"
 
@@ -56,7 +57,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, str, dict[str, str]]]:
         url = f"http://127.0.0.1:{port}"
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"{url}/api/ping/").status_code == 200:
+                if web.get(f"{url}/api/ping/").status_code == 200:
                     break
             except httpx.TransportError:
                 time.sleep(0.05)
@@ -74,7 +75,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, str, dict[str, str]]]:
 def test_serve_then_create_patch_list(served: tuple[str, str, dict[str, str]]) -> None:
     url, token, env = served
     tasks = f"{url}/api/local/default/tasks/"
-    with httpx.Client(headers={"Authorization": f"Token {token}"}, timeout=10) as http:
+    with web.client(headers={"Authorization": f"Token {token}"}, timeout=10) as http:
         created = http.post(tasks, json={"name": "nightly export", "status": "processing", "stale_timeout": 1})
         assert created.status_code == 201
         task = created.json()

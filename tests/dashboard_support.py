@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+import web
 
 CHROMIUM = os.environ.get("TASKREPORT_TEST_CHROMIUM", "/usr/bin/chromium")
 #: what Chromium needs on these machines: no sandbox as root, no GPU, and no calls home (the network is closed)
@@ -42,7 +43,7 @@ def csrf_of(html: str) -> str:
 
 
 def sign_in(base_url: str, username: str = USER, password: str = PASSWORD) -> httpx.Client:
-    client = httpx.Client(base_url=base_url, timeout=30)
+    client = web.client(base_url=base_url, timeout=30)
     page = client.get("/login")
     answer = client.post("/login", data={"csrf": csrf_of(page.text), "username": username, "password": password})
     assert answer.status_code == 303, answer.text

@@ -11,8 +11,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
+import web
 from dashboard_support import PASSWORD, USER, LibraryProcess, browser, screenshot  # noqa: F401
 from playwright.sync_api import expect
 
@@ -86,13 +86,13 @@ def test_a_wrong_password_is_refused(page: Any, server: Any) -> None:
 def test_a_task_updated_by_the_library_moves_its_bar_without_reload(page: Any, server: Any) -> None:
     h = server.headers()
     # company for the docs' screenshot
-    nightly = httpx.post(server.tasks_url, json={"name": "nightly backup", "status": "success", "value": 100,
+    nightly = web.post(server.tasks_url, json={"name": "nightly backup", "status": "success", "value": 100,
                                                  "tags": {"env": "prod"}}, headers=h).json()  # fmt: skip
-    httpx.post(server.tasks_url, json={"name": "backup: database", "status": "success", "value": 100,
+    web.post(server.tasks_url, json={"name": "backup: database", "status": "success", "value": 100,
                                        "parent": nightly["id"]}, headers=h)  # fmt: skip
-    httpx.post(server.tasks_url, json={"name": "send invoices", "status": "error", "value": 37, "value_max": 120,
+    web.post(server.tasks_url, json={"name": "send invoices", "status": "error", "value": 37, "value_max": 120,
                                        "tags": {"env": "prod", "team": "billing"}}, headers=h)  # fmt: skip
-    httpx.post(server.tasks_url, json={"name": "resize images", "status": "pending"}, headers=h)
+    web.post(server.tasks_url, json={"name": "resize images", "status": "pending"}, headers=h)
     library = LibraryProcess(server.url, server.token, "acme", "web", "library job")
     try:
         sign_in(page, server)
@@ -120,7 +120,7 @@ def test_a_task_updated_by_the_library_moves_its_bar_without_reload(page: Any, s
 def test_a_new_task_appears_on_the_first_page(page: Any, server: Any) -> None:
     sign_in(page, server)
     connected(page)
-    answer = httpx.post(server.tasks_url, json={"name": "arrived later", "status": "pending"}, headers=server.headers())
+    answer = web.post(server.tasks_url, json={"name": "arrived later", "status": "pending"}, headers=server.headers())
     task_id = answer.json()["id"]
     page.wait_for_selector(f"tr[data-task='{task_id}']")
     assert page.locator(f"tr[data-task='{task_id}'] a[data-field=name]").inner_text() == "arrived later"
@@ -130,7 +130,7 @@ def test_filters(page: Any, server: Any) -> None:
     h = server.headers()
     for name, status, tags in [("import users", "success", {"env": "prod"}), ("import orders", "processing",
                                {"env": "dev"}), ("send mail", "error", {"env": "prod"})]:  # fmt: skip
-        assert httpx.post(server.tasks_url, json={"name": name, "status": status, "tags": tags}, headers=h).is_success
+        assert web.post(server.tasks_url, json={"name": name, "status": status, "tags": tags}, headers=h).is_success
     sign_in(page, server)
 
     def names() -> list[str]:
@@ -160,7 +160,7 @@ def test_filters(page: Any, server: Any) -> None:
 def test_keyset_paging(page: Any, server: Any) -> None:
     operations = [{"op": "create", "ref": f"dashboard-page-test-{i:04d}", "fields": {"name": f"job {i:03d}"}}
                   for i in range(60)]
-    assert httpx.post(server.tasks_url + "batch/", json={"operations": operations},
+    assert web.post(server.tasks_url + "batch/", json={"operations": operations},
                       headers=server.headers()).is_success  # fmt: skip
     sign_in(page, server)
     first = page.locator("#tasks tbody tr a[data-field=name]").all_inner_texts()
@@ -182,7 +182,7 @@ def test_a_task_page_shows_data_output_logs_and_children(page: Any, server: Any)
                 {"level": "WARNING", "logger": "import", "message": "row 7 skipped", "time": time.time()}]  # fmt: skip
         data = {"step": "warming up", "nested": {"items": [1, 2, 3]}, "output": "line one\nline two\n", "logs": logs}
         url = f"{server.tasks_url}{library.task_id}/"
-        assert httpx.patch(url, json={"data": data}, headers=h).is_success
+        assert web.patch(url, json={"data": data}, headers=h).is_success
         sign_in(page, server)
         page.locator(f"tr[data-task='{library.task_id}'] a[data-field=name]").click()
         page.wait_for_url(re.compile(rf".*/tasks/{library.task_id}/$"))
@@ -206,17 +206,17 @@ def test_a_task_page_shows_data_output_logs_and_children(page: Any, server: Any)
 
 def test_cancel_from_the_page_reaches_the_api(page: Any, server: Any) -> None:
     h = server.headers()
-    task = httpx.post(server.tasks_url, json={"name": "long job", "status": "processing"}, headers=h).json()
+    task = web.post(server.tasks_url, json={"name": "long job", "status": "processing"}, headers=h).json()
     sign_in(page, server, f"/p/acme/web/tasks/{task['id']}/")
     page.get_by_role("button", name="Cancel task").click()
     page.wait_for_selector("[data-section=summary] .s-cancelled")
-    assert httpx.get(f"{server.tasks_url}{task['id']}/", headers=h).json()["status"] == "cancelled"
+    assert web.get(f"{server.tasks_url}{task['id']}/", headers=h).json()["status"] == "cancelled"
     assert page.locator("#cancel-task").count() == 0
 
 
 def test_actions_added_and_cancelled_from_the_page(page: Any, server: Any) -> None:
     h = server.headers()
-    task = httpx.post(server.tasks_url, json={"name": "with actions", "status": "processing"}, headers=h).json()
+    task = web.post(server.tasks_url, json={"name": "with actions", "status": "processing"}, headers=h).json()
     sign_in(page, server, f"/p/acme/web/tasks/{task['id']}/")
     page.get_by_text("Add an action").click()
     page.get_by_label("Trigger").fill("success")
@@ -224,12 +224,12 @@ def test_actions_added_and_cancelled_from_the_page(page: Any, server: Any) -> No
     page.get_by_label("Config").fill('{"to": "ops@example.com"}')
     page.get_by_role("button", name="Add action").click()
     page.wait_for_selector("table.actions tr[data-action]")
-    actions = httpx.get(f"{server.tasks_url}{task['id']}/actions/", headers=h).json()
+    actions = web.get(f"{server.tasks_url}{task['id']}/actions/", headers=h).json()
     assert [(a["trigger"], a["integration"], a["config"]) for a in actions] == [
         ("success", "email", {"to": "ops@example.com"})]
     page.get_by_role("button", name=re.compile("Cancel action")).click()
     expect(page.locator("table.actions tr[data-action] td").nth(2)).to_have_text("cancelled")
-    assert httpx.get(f"{server.tasks_url}{task['id']}/actions/", headers=h).json()[0]["status"] == "cancelled"
+    assert web.get(f"{server.tasks_url}{task['id']}/actions/", headers=h).json()[0]["status"] == "cancelled"
     # a bad config is shown on the page, naming the field, and nothing is added
     page.get_by_text("Add an action").click()
     page.get_by_label("Trigger").fill("success")
@@ -237,12 +237,12 @@ def test_actions_added_and_cancelled_from_the_page(page: Any, server: Any) -> No
     page.get_by_label("Config").fill("{not json")
     page.get_by_role("button", name="Add action").click()
     assert page.get_by_role("alert").inner_text().startswith("config:")
-    assert len(httpx.get(f"{server.tasks_url}{task['id']}/actions/", headers=h).json()) == 1
+    assert len(web.get(f"{server.tasks_url}{task['id']}/actions/", headers=h).json()) == 1
 
 
 def test_the_public_page_opens_signed_out_and_shows_no_data(browser: Any, server: Any) -> None:  # noqa: F811
     h = server.headers()
-    task = httpx.post(server.tasks_url, json={"name": "public build", "status": "processing", "value": 30,
+    task = web.post(server.tasks_url, json={"name": "public build", "status": "processing", "value": 30,
                                               "data": {"secret": "do-not-show"}, "tags": {"team": "hidden-tag"}},
                       headers=h).json()  # fmt: skip
     context = browser.new_context(viewport={"width": 390, "height": 760})  # a phone
@@ -255,7 +255,7 @@ def test_the_public_page_opens_signed_out_and_shows_no_data(browser: Any, server
         assert "do-not-show" not in page.content() and "hidden-tag" not in page.content()
         assert not [c for c in context.cookies() if c["name"] == "taskreport_session"]
         connected(page)
-        assert httpx.patch(f"{server.tasks_url}{task['id']}/", json={"value": 80}, headers=h).is_success
+        assert web.patch(f"{server.tasks_url}{task['id']}/", json={"value": 80}, headers=h).is_success
         expect(page.locator("[data-section=summary] progress")).to_have_attribute("value", "80")
         assert "do-not-show" not in page.content() and "hidden-tag" not in page.content()
         screenshot(page, "public")
@@ -267,7 +267,7 @@ def test_the_public_page_opens_signed_out_and_shows_no_data(browser: Any, server
 
 
 def test_the_list_on_a_phone_and_in_dark_mode(browser: Any, server: Any) -> None:  # noqa: F811
-    httpx.post(server.tasks_url, json={"name": "phone job", "status": "processing", "value": 12},
+    web.post(server.tasks_url, json={"name": "phone job", "status": "processing", "value": 12},
                headers=server.headers())
     context = browser.new_context(viewport={"width": 390, "height": 760}, color_scheme="dark")
     try:

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+import web
 from dashboard_support import PASSWORD, USER, SseReader, csrf_of, sign_in
 
 
@@ -22,13 +23,13 @@ def server(server_factory: Any) -> Any:
 
 
 def new_task(server: Any, **fields: Any) -> dict[str, Any]:
-    answer = httpx.post(server.tasks_url, json={"name": "job", **fields}, headers=server.headers())
+    answer = web.post(server.tasks_url, json={"name": "job", **fields}, headers=server.headers())
     assert answer.status_code == 201, answer.text
     return dict(answer.json())
 
 
 def api_task(server: Any, task_id: str) -> dict[str, Any]:
-    return dict(httpx.get(f"{server.tasks_url}{task_id}/", headers=server.headers()).json())
+    return dict(web.get(f"{server.tasks_url}{task_id}/", headers=server.headers()).json())
 
 
 # -- sessions -------------------------------------------------------------------------------------------
@@ -42,18 +43,18 @@ def test_signing_in_sets_a_session_cookie_that_opens_the_dashboard_only(server: 
     assert client.get("/p/acme/web/").status_code == 200
     # the session is no credential for the API, and an API token none for the dashboard
     assert client.get("/api/acme/web/tasks/").status_code == 401
-    answer = httpx.get(server.url + "/p/acme/web/", headers=server.headers())
+    answer = web.get(server.url + "/p/acme/web/", headers=server.headers())
     assert answer.status_code == 303 and answer.headers["location"].startswith("/login")
 
 
 def test_the_cookie_is_secure_when_the_server_is_reached_over_https(server_factory: Any) -> None:
     live = server_factory("sqlite", base_url="https://tasks.example.com")
     live.create_user(USER, PASSWORD)
-    page = httpx.get(live.url + "/login")
+    page = web.get(live.url + "/login")
     assert "secure" in page.headers["set-cookie"].lower()
     # a browser sends a Secure cookie over HTTPS only: the TLS proxy in front of this server is played here
     nonce = page.cookies["taskreport_login"]
-    answer = httpx.post(live.url + "/login", data={"csrf": csrf_of(page.text), "username": USER, "password": PASSWORD},
+    answer = web.post(live.url + "/login", data={"csrf": csrf_of(page.text), "username": USER, "password": PASSWORD},
                         headers={"Origin": "https://tasks.example.com", "Cookie": f"taskreport_login={nonce}"},
                         timeout=30)  # fmt: skip
     assert answer.status_code == 303
@@ -61,7 +62,7 @@ def test_the_cookie_is_secure_when_the_server_is_reached_over_https(server_facto
 
 
 def test_wrong_passwords_and_unknown_users_are_refused_alike(server: Any) -> None:
-    client = httpx.Client(base_url=server.url, timeout=30)
+    client = web.client(base_url=server.url, timeout=30)
     for username, password in ((USER, "wrong password"), ("nobody", PASSWORD)):
         page = client.get("/login")
         answer = client.post("/login", data={"csrf": csrf_of(page.text), "username": username, "password": password})
@@ -75,7 +76,7 @@ def test_sign_in_is_rate_limited_with_the_api_login(server_factory: Any) -> None
 
     live = server_factory("sqlite", login_rate_limit=RateLimit(3, 3600))
     live.create_user(USER, PASSWORD)
-    client = httpx.Client(base_url=live.url, timeout=30)
+    client = web.client(base_url=live.url, timeout=30)
     assert client.post("/api/authenticate/", data={"username": USER, "password": "x"}).status_code == 401
     statuses = []
     for _ in range(3):
@@ -94,7 +95,7 @@ def test_signing_out_ends_the_session_in_every_server_process(server: Any, serve
     other, stop = start_server(server.store_url)
     try:
         client = sign_in(server.url)
-        elsewhere = httpx.Client(base_url=other.url, cookies=client.cookies, timeout=30)
+        elsewhere = web.client(base_url=other.url, cookies=client.cookies, timeout=30)
         assert elsewhere.get("/p/acme/web/").status_code == 200
         page = client.get("/p/acme/web/")
         assert client.post("/logout", data={"csrf": csrf_of(page.text)}).status_code == 303
@@ -105,7 +106,7 @@ def test_signing_out_ends_the_session_in_every_server_process(server: Any, serve
 
 
 def test_a_next_page_after_sign_in_stays_on_this_site(server: Any) -> None:
-    client = httpx.Client(base_url=server.url, timeout=30)
+    client = web.client(base_url=server.url, timeout=30)
     for target, expected in (("/p/acme/web/?status=error", "/p/acme/web/?status=error"), ("//evil.example/", "/"),
                              ("https://evil.example/", "/")):  # fmt: skip
         client.cookies.clear()
@@ -129,10 +130,10 @@ def test_posts_without_a_valid_csrf_token_are_refused(server: Any) -> None:
         assert answer.status_code == 403
         assert client.post("/logout", data=data).status_code == 403
     assert api_task(server, task["id"])["status"] == "processing"
-    assert httpx.get(f"{server.tasks_url}{task['id']}/actions/", headers=server.headers()).json() == []
+    assert web.get(f"{server.tasks_url}{task['id']}/actions/", headers=server.headers()).json() == []
     assert client.get("/p/acme/web/").status_code == 200  # still signed in
     # a sign-in form needs its own token too (login CSRF)
-    fresh = httpx.Client(base_url=server.url, timeout=30)
+    fresh = web.client(base_url=server.url, timeout=30)
     assert fresh.post("/login", data={"username": USER, "password": PASSWORD}).status_code == 403
 
 
@@ -153,11 +154,11 @@ def test_a_post_from_another_site_is_refused_even_with_a_token(server: Any) -> N
 # -- tenancy --------------------------------------------------------------------------------------------
 def test_other_organizations_projects_and_tasks_are_refused(server: Any) -> None:
     other_token = server.new_org_token("rivals", "secret-project")
-    theirs = httpx.post(f"{server.url}/api/rivals/secret-project/tasks/", json={"name": "their job"},
+    theirs = web.post(f"{server.url}/api/rivals/secret-project/tasks/", json={"name": "their job"},
                         headers=server.headers(other_token)).json()  # fmt: skip
     with server.app.store.transaction() as tx:
         tx.ensure_project("acme", "second")
-    mine_elsewhere = httpx.post(f"{server.url}/api/acme/second/tasks/", json={"name": "in second"},
+    mine_elsewhere = web.post(f"{server.url}/api/acme/second/tasks/", json={"name": "in second"},
                                 headers=server.headers()).json()  # fmt: skip
     client = sign_in(server.url)
     for path in ("/p/rivals/secret-project/", f"/p/rivals/secret-project/tasks/{theirs['id']}/",
@@ -169,7 +170,7 @@ def test_other_organizations_projects_and_tasks_are_refused(server: Any) -> None
     token = csrf_of(client.get("/p/acme/web/").text)
     assert client.post(f"/p/rivals/secret-project/tasks/{theirs['id']}/cancel", data={"csrf": token}).status_code == 404
     assert client.post(f"/p/acme/web/tasks/{theirs['id']}/cancel", data={"csrf": token}).status_code == 404
-    status = httpx.get(f"{server.url}/api/rivals/secret-project/tasks/{theirs['id']}/",
+    status = web.get(f"{server.url}/api/rivals/secret-project/tasks/{theirs['id']}/",
                        headers=server.headers(other_token)).json()["status"]  # fmt: skip
     assert status == "pending"
     # the project switcher lists the user's organizations' projects, and only those
@@ -199,12 +200,12 @@ def test_the_list_shows_parents_children_and_times(server: Any) -> None:
 
 
 def test_unknown_pages_are_html_404s_and_the_api_keeps_its_json(server: Any) -> None:
-    answer = httpx.get(server.url + "/no/such/page", headers={"Accept": "text/html,*/*;q=0.8"})
+    answer = web.get(server.url + "/no/such/page", headers={"Accept": "text/html,*/*;q=0.8"})
     assert answer.status_code == 404 and answer.headers["content-type"].startswith("text/html")
     # a client that is not a browser gets the API's body, wherever it asked
-    answer = httpx.get(server.url + "/no/such/page")
+    answer = web.get(server.url + "/no/such/page")
     assert answer.status_code == 404 and answer.json()["errors"][0]["code"] == "not_found"
-    answer = httpx.get(server.url + "/api/no/such/")
+    answer = web.get(server.url + "/api/no/such/")
     assert answer.status_code == 404 and answer.json()["type"] == "client_error"
 
 
@@ -222,11 +223,11 @@ def test_the_public_url_opens_a_page_without_data_unless_the_project_allows_it(s
     url = task["public_url"]
     token = url.rsplit("/public/", 1)[1]
     assert url.startswith(server.url + "/public/") and token != task["id"]
-    answer = httpx.get(url)
+    answer = web.get(url)
     assert answer.status_code == 200 and "job" in answer.text and "5 / 100 (5%)" in answer.text
     assert "s3cr3t" not in answer.text and "t3am" not in answer.text
     assert answer.headers["referrer-policy"] == "no-referrer"
-    sections = httpx.get(url + "/live").json()["sections"]
+    sections = web.get(url + "/live").json()["sections"]
     assert sorted(sections) == ["summary", "timeline"] and "s3cr3t" not in str(sections)
     from taskreport.cli import main
 
@@ -234,16 +235,16 @@ def test_the_public_url_opens_a_page_without_data_unless_the_project_allows_it(s
                              "acme", "web", "--on"], capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert main is not None
-    answer = httpx.get(url)
+    answer = web.get(url)
     assert "s3cr3t" in answer.text and "t3am" in answer.text
-    assert "s3cr3t" in httpx.get(url + "/live").json()["sections"]["details"]
+    assert "s3cr3t" in web.get(url + "/live").json()["sections"]["details"]
 
 
 def test_a_public_link_can_not_be_guessed_or_forged(server: Any) -> None:
     task = new_task(server)
     token = task["public_url"].rsplit("/public/", 1)[1]
     for wrong in (task["id"], token[:-2] + "xx", f"{task['id']}.", "x" * 40):
-        assert httpx.get(f"{server.url}/public/{wrong}").status_code == 404
+        assert web.get(f"{server.url}/public/{wrong}").status_code == 404
 
 
 def test_rotating_the_secret_ends_sessions_and_public_links(server: Any) -> None:
@@ -258,7 +259,7 @@ def test_rotating_the_secret_ends_sessions_and_public_links(server: Any) -> None
     assert client.get("/p/acme/web/").status_code == 303
     dashboard = next(r.app for r in server.app.router.routes if getattr(r, "path", None) == "")
     dashboard._keys_read -= _app.SECRET_SECONDS + 1
-    assert httpx.get(task["public_url"]).status_code == 404
+    assert web.get(task["public_url"]).status_code == 404
     assert new_task(server)["public_url"] != task["public_url"]
 
 
@@ -275,7 +276,7 @@ def test_a_patch_reaches_open_streams_and_only_their_projects(server: Any) -> No
         for reader in (watching, elsewhere, one_task):
             reader.next_event("hello")
         other = new_task(server, name="other")
-        httpx.patch(f"{server.tasks_url}{task['id']}/", json={"value": 42}, headers=server.headers())
+        web.patch(f"{server.tasks_url}{task['id']}/", json={"value": 42}, headers=server.headers())
         row, _ = watching.wait_for(lambda r: r["id"] == task["id"] and r["value"] == 42)
         assert row["value_max"] == 100 and row["status"] == "processing"
         assert row["name"] == "job" and row["tags"] == {}  # made a moment ago: it comes with what shows it
@@ -293,10 +294,10 @@ def test_a_patch_reaches_open_streams_and_only_their_projects(server: Any) -> No
 
 def test_the_public_stream_sends_no_tags(server: Any) -> None:
     task = new_task(server, status="processing", tags={"team": "t3am"})
-    reader = SseReader(httpx.Client(base_url=server.url, timeout=30), task["public_url"] + "/events")
+    reader = SseReader(web.client(base_url=server.url, timeout=30), task["public_url"] + "/events")
     try:
         reader.next_event("hello")
-        httpx.patch(f"{server.tasks_url}{task['id']}/", json={"value": 9}, headers=server.headers())
+        web.patch(f"{server.tasks_url}{task['id']}/", json={"value": 9}, headers=server.headers())
         row, _ = reader.wait_for(lambda r: r["value"] == 9)
         assert row["name"] == "job" and "tags" not in row and "parent" not in row
     finally:
@@ -304,7 +305,7 @@ def test_the_public_stream_sends_no_tags(server: Any) -> None:
 
 
 def test_streams_need_a_session(server: Any) -> None:
-    answer = httpx.get(server.url + "/p/acme/web/events")
+    answer = web.get(server.url + "/p/acme/web/events")
     assert answer.status_code == 303
 
 
@@ -343,7 +344,7 @@ def test_a_change_made_through_another_server_on_the_same_postgresql(server_fact
         client = sign_in(second.url)
         reader = SseReader(client, "/p/acme/web/events")
         reader.next_event("hello")
-        httpx.patch(f"{first.tasks_url}{task['id']}/", json={"value": 61}, headers=first.headers())
+        web.patch(f"{first.tasks_url}{task['id']}/", json={"value": 61}, headers=first.headers())
         row, _ = reader.wait_for(lambda r: r["id"] == task["id"] and r["value"] == 61)
         assert row["status"] == "processing"
         reader.close()
@@ -363,7 +364,7 @@ def test_one_poll_per_process_however_many_pages_listen(server: Any) -> None:
         before = dashboard.feed.queries
         polls = dashboard.feed.polls
         for value in range(1, 6):
-            httpx.patch(f"{server.tasks_url}{task['id']}/", json={"value": value}, headers=server.headers())
+            web.patch(f"{server.tasks_url}{task['id']}/", json={"value": value}, headers=server.headers())
             time.sleep(0.05)
         for reader in readers:
             reader.wait_for(lambda r: r["value"] == 5)
@@ -398,7 +399,7 @@ def test_serve_prints_the_dashboards_url_and_stops_cleanly_with_pages_open(tmp_p
         deadline = time.monotonic() + 30
         while True:
             try:
-                answer = httpx.get(url)
+                answer = web.get(url)
                 break
             except httpx.ConnectError:
                 assert time.monotonic() < deadline

@@ -171,10 +171,10 @@ def test_on_a_stock_server_the_creator_is_exact_and_an_attach_is_a_marked_second
 
 
 def test_the_batch_operation_merges_data_only_when_asked(live_server: LiveServer) -> None:
-    import httpx
+    import web
 
     url = live_server.tasks_url + "batch/"
-    with httpx.Client(headers=live_server.headers(), timeout=10) as http:
+    with web.client(headers=live_server.headers(), timeout=10) as http:
         ref = "merge-test-reference-01"
         http.post(url, json={"operations": [{"op": "create", "ref": ref, "fields": {"name": "m", "data": {"a": 1}}}]})
         merged = http.post(url, json={"operations": [

@@ -9,11 +9,12 @@ from typing import Any
 import httpx
 import pytest
 import requests
+import web
 from server_fixtures import LiveServer
 
 
 def _client(live: LiveServer) -> httpx.Client:
-    return httpx.Client(base_url=live.url, headers=live.headers(), timeout=10)
+    return web.client(base_url=live.url, headers=live.headers(), timeout=10)
 
 
 def test_task_lifecycle(live_server: LiveServer) -> None:
@@ -48,10 +49,10 @@ def test_task_lifecycle(live_server: LiveServer) -> None:
 def test_links_follow_the_host_header_without_a_base_url(server_factory: Any) -> None:
     live = server_factory(base_url=None)
     headers = {**live.headers(), "Host": "tasks.example.com"}
-    task = httpx.post(live.tasks_url, json={"name": "t"}, headers=headers).json()
+    task = web.post(live.tasks_url, json={"name": "t"}, headers=headers).json()
     assert task["url"] == f"http://tasks.example.com/api/acme/web/tasks/{task['id']}/"
-    httpx.post(live.tasks_url, json={"name": "u"}, headers=headers)
-    page = httpx.get(live.tasks_url, params={"page_size": 1}, headers=headers).json()
+    web.post(live.tasks_url, json={"name": "u"}, headers=headers)
+    page = web.get(live.tasks_url, params={"page_size": 1}, headers=headers).json()
     assert page["next"].startswith("http://tasks.example.com/api/acme/web/tasks/?page_size=1&cursor=")
 
 
@@ -182,13 +183,13 @@ def test_validation_errors_name_the_field(live_server: LiveServer) -> None:
 
 
 def test_schema_is_served_as_yaml_and_json(sqlite_server: LiveServer) -> None:
-    yaml_text = httpx.get(f"{sqlite_server.url}/api/schema/").text
+    yaml_text = web.get(f"{sqlite_server.url}/api/schema/").text
     assert yaml_text.startswith("openapi: 3.0.3")
-    as_json = httpx.get(f"{sqlite_server.url}/api/schema/", params={"format": "json"})
+    as_json = web.get(f"{sqlite_server.url}/api/schema/", params={"format": "json"})
     assert as_json.headers["content-type"].startswith("application/vnd.oai.openapi+json")
     schema = as_json.json()
     assert "/api/{organization_slug}/{project_slug}/tasks/" in schema["paths"]
-    assert httpx.get(f"{sqlite_server.url}/api/schema/", headers={"Accept": "application/json"}).json() == schema
+    assert web.get(f"{sqlite_server.url}/api/schema/", headers={"Accept": "application/json"}).json() == schema
 
 
 def test_shipped_schema_is_the_reference_with_our_extensions() -> None:

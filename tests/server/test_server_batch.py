@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+import web
 from server_fixtures import LiveServer
 
 from taskreport.server import RateLimit
@@ -25,7 +26,7 @@ def batch_url(live: LiveServer) -> str:
 def send(method: str, url: str, body: Any, headers: dict[str, str]) -> httpx.Response:
     # json.dumps escapes what httpx's json= can not encode (a lone surrogate, sent as the escape "\udfff")
     headers = {**headers, "Content-Type": "application/json"}
-    return httpx.request(method, url, content=json.dumps(body), headers=headers, timeout=20)
+    return web.request(method, url, content=json.dumps(body), headers=headers, timeout=20)
 
 
 def post(live: LiveServer, operations: Any, headers: dict[str, str] | None = None) -> httpx.Response:
@@ -33,14 +34,14 @@ def post(live: LiveServer, operations: Any, headers: dict[str, str] | None = Non
 
 
 def get_task(live: LiveServer, task_id: str) -> dict[str, Any]:
-    response = httpx.get(f"{live.tasks_url}{task_id}/", headers=live.headers())
+    response = web.get(f"{live.tasks_url}{task_id}/", headers=live.headers())
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
 
 
 def test_operations_are_applied_in_order_with_one_result_each(live_server: LiveServer) -> None:
-    made = httpx.post(live_server.tasks_url, json={"name": "by id"}, headers=live_server.headers()).json()
+    made = web.post(live_server.tasks_url, json={"name": "by id"}, headers=live_server.headers()).json()
     response = post(
         live_server,
         [
@@ -62,7 +63,7 @@ def test_operations_are_applied_in_order_with_one_result_each(live_server: LiveS
     assert (early["name"], early["status"]) == (ref("early"), "success")
     assert by_id["status"] == "success"
     # without the trailing slash too
-    plain = httpx.post(live_server.tasks_url + "batch", json={"operations": []}, headers=live_server.headers())
+    plain = web.post(live_server.tasks_url + "batch", json={"operations": []}, headers=live_server.headers())
     assert plain.status_code == 200 and plain.json() == {"results": []}
 
 
@@ -87,7 +88,7 @@ def test_a_failing_operation_fails_alone(live_server: LiveServer) -> None:
     assert missing == {"status": 404, "type": "client_error",
                        "errors": [{"code": "not_found", "detail": "Not found.", "attr": None}]}  # fmt: skip
     assert orphan["status"] == 400 and orphan["errors"][0]["attr"] == "fields.parent"
-    listed = httpx.get(live_server.tasks_url, headers=live_server.headers()).json()["results"]
+    listed = web.get(live_server.tasks_url, headers=live_server.headers()).json()["results"]
     assert sorted(t["name"] for t in listed) == ["four", "one"]
 
 
@@ -125,7 +126,7 @@ def test_a_malformed_operation_names_its_part(
     [{}, {"operations": {}}, {"operations": "x"}, [], {"ops": []}],
 )
 def test_a_body_that_is_not_a_list_of_operations_is_a_400(sqlite_server: LiveServer, body: Any) -> None:
-    response = httpx.post(batch_url(sqlite_server), json=body, headers=sqlite_server.headers())
+    response = web.post(batch_url(sqlite_server), json=body, headers=sqlite_server.headers())
     assert response.status_code == 400
     assert response.json()["errors"][0]["attr"] == "operations"
 
@@ -139,20 +140,20 @@ def test_limits_apply_to_the_whole_request(server_factory: Any) -> None:
     assert big.status_code == 413
     assert post(live, [{"op": "update", "ref": ref(f"r{i}"), "fields": {}} for i in range(3)]).status_code == 200
     # nothing of a refused request was written
-    names = {t["name"] for t in httpx.get(live.tasks_url, headers=live.headers()).json()["results"]}
+    names = {t["name"] for t in web.get(live.tasks_url, headers=live.headers()).json()["results"]}
     assert names == {ref(f"r{i}") for i in range(3)}
 
 
 def test_the_same_checks_as_every_endpoint(sqlite_server: LiveServer) -> None:
     url, ok = batch_url(sqlite_server), {"operations": []}
-    assert httpx.post(url, json=ok).status_code == 401
-    assert httpx.post(url, json=ok, headers=sqlite_server.headers("trk_wrong")).status_code == 401
+    assert web.post(url, json=ok).status_code == 401
+    assert web.post(url, json=ok, headers=sqlite_server.headers("trk_wrong")).status_code == 401
     wrong_type = {**sqlite_server.headers(), "Content-Type": "application/xml"}
-    assert httpx.post(url, content=b"<x/>", headers=wrong_type).status_code == 415
-    assert httpx.post(url, json=ok, headers={**sqlite_server.headers(), "Accept": "text/html"}).status_code == 406
-    malformed = httpx.post(url, content=b"{", headers={**sqlite_server.headers(), "Content-Type": "application/json"})
+    assert web.post(url, content=b"<x/>", headers=wrong_type).status_code == 415
+    assert web.post(url, json=ok, headers={**sqlite_server.headers(), "Accept": "text/html"}).status_code == 406
+    malformed = web.post(url, content=b"{", headers={**sqlite_server.headers(), "Content-Type": "application/json"})
     assert malformed.status_code == 400 and malformed.json()["errors"][0]["code"] == "parse_error"
-    listing = httpx.get(url, headers=sqlite_server.headers())
+    listing = web.get(url, headers=sqlite_server.headers())
     assert listing.status_code == 405 and listing.headers["allow"] == "POST"
 
 
@@ -164,7 +165,7 @@ def test_tenancy(sqlite_server: LiveServer) -> None:
         tx.ensure_project("acme", "elsewhere")
     elsewhere = base64.b64encode(f"acme/elsewhere/{sqlite_server.token}".encode()).decode()
     assert post(sqlite_server, operations, headers=sqlite_server.headers(elsewhere)).status_code == 404
-    assert httpx.get(sqlite_server.tasks_url, headers=sqlite_server.headers()).json()["results"] == []
+    assert web.get(sqlite_server.tasks_url, headers=sqlite_server.headers()).json()["results"] == []
     own = base64.b64encode(f"acme/web/{sqlite_server.token}".encode()).decode()
     assert post(sqlite_server, operations, headers=sqlite_server.headers(own)).json()["results"][0]["status"] == 201
 
@@ -187,9 +188,9 @@ def test_a_batch_sent_again_makes_nothing_twice(live_server: LiveServer) -> None
     assert [r["status"] for r in first] == [201, 201, 200]
     assert [r["status"] for r in again] == [200, 200, 200]  # the creates are replays
     assert [r["id"] for r in again] == [r["id"] for r in first]
-    listed = httpx.get(live_server.tasks_url, headers=live_server.headers()).json()["results"]
+    listed = web.get(live_server.tasks_url, headers=live_server.headers()).json()["results"]
     assert len(listed) == 2
-    actions = httpx.get(f"{live_server.tasks_url}{first[0]['id']}/actions/", headers=live_server.headers()).json()
+    actions = web.get(f"{live_server.tasks_url}{first[0]['id']}/actions/", headers=live_server.headers()).json()
     assert len(actions) == 1
 
 
@@ -216,7 +217,7 @@ BAD_FIELDS = [
 def test_fields_are_checked_as_the_single_endpoints_check_them(sqlite_server: LiveServer, fields: Any) -> None:
     headers = sqlite_server.headers()
     created = send("POST", sqlite_server.tasks_url, {"name": "t", **fields}, headers)
-    task = httpx.post(sqlite_server.tasks_url, json={"name": "t"}, headers=headers).json()
+    task = web.post(sqlite_server.tasks_url, json={"name": "t"}, headers=headers).json()
     patched = send("PATCH", f"{sqlite_server.tasks_url}{task['id']}/", fields, headers)
     results = post(
         sqlite_server,
@@ -238,19 +239,19 @@ def test_every_response_says_what_this_server_offers(sqlite_server: LiveServer) 
     headers = sqlite_server.headers()
     responses = [
         post(sqlite_server, []),
-        httpx.get(sqlite_server.tasks_url, headers=headers),
-        httpx.get(f"{sqlite_server.url}/api/ping/"),
-        httpx.get(f"{sqlite_server.url}/api/schema/"),
-        httpx.get(f"{sqlite_server.url}/nowhere"),
-        httpx.get(sqlite_server.tasks_url),
-        httpx.delete(sqlite_server.tasks_url, headers=headers),
+        web.get(sqlite_server.tasks_url, headers=headers),
+        web.get(f"{sqlite_server.url}/api/ping/"),
+        web.get(f"{sqlite_server.url}/api/schema/"),
+        web.get(f"{sqlite_server.url}/nowhere"),
+        web.get(sqlite_server.tasks_url),
+        web.delete(sqlite_server.tasks_url, headers=headers),
     ]
     assert [r.status_code for r in responses] == [200, 200, 200, 200, 404, 401, 405]
     assert {r.headers.get("x-taskreport-features") for r in responses} == {"batch, refs"}
 
 
 def test_the_batch_operation_is_in_the_served_schema(sqlite_server: LiveServer) -> None:
-    schema = httpx.get(f"{sqlite_server.url}/api/schema/", params={"format": "json"}).json()
+    schema = web.get(f"{sqlite_server.url}/api/schema/", params={"format": "json"}).json()
     operation = schema["paths"]["/api/{organization_slug}/{project_slug}/tasks/batch/"]["post"]
     assert operation["operationId"] == "task_batch"
     assert schema["components"]["schemas"]["TaskBatchRequest"]["properties"]["operations"]["maxItems"] == 1000
@@ -271,7 +272,7 @@ def test_batches_that_name_tasks_in_opposite_orders_never_deadlock(
     def client(k: int, refs: list[str]) -> None:
         order = refs if k % 2 else refs[::-1]
         operations = [{"op": "update", "ref": r, "fields": {"value": k}} for r in order]
-        with httpx.Client(headers=live.headers(), timeout=60) as http:
+        with web.client(headers=live.headers(), timeout=60) as http:
             answer = http.post(batch_url(live), json={"operations": operations})
         if answer.status_code != 200:
             failures.append(f"{answer.status_code} {answer.text[:200]}")
@@ -286,7 +287,7 @@ def test_batches_that_name_tasks_in_opposite_orders_never_deadlock(
         for thread in threads:
             thread.join(60)
         for r in refs:
-            listed = httpx.get(live.tasks_url, params={"ref": r}, headers=live.headers()).json()
+            listed = web.get(live.tasks_url, params={"ref": r}, headers=live.headers()).json()
             assert len(listed["results"]) == 1, r
     assert failures == []
     assert "a batch operation failed" not in caplog.text

@@ -8,8 +8,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 import pytest
+import web
 from receivers import SmtpSink
 from server_fixtures import LiveServer
 
@@ -35,13 +35,13 @@ def hook_server(request: pytest.FixtureRequest, server_factory: Callable[..., Li
 
 
 def _action(live: LiveServer, task_url: str, action_id: int) -> dict[str, Any]:
-    return dict(httpx.get(f"{task_url}actions/{action_id}/", headers=live.headers()).json())
+    return dict(web.get(f"{task_url}actions/{action_id}/", headers=live.headers()).json())
 
 
 def test_webhook_fires_once_with_the_task(hook_server: LiveServer, receiver_factory: Any) -> None:
     receiver = receiver_factory([200])
     hook = {"trigger": "*/25%,success", "integration": "webhook:ci", "config": {"url": receiver.url}}
-    with httpx.Client(headers=hook_server.headers()) as http:
+    with web.client(headers=hook_server.headers()) as http:
         task = http.post(hook_server.tasks_url, json={"name": "build", "value": 10, "actions": [hook]}).json()
         assert wait_for(lambda: len(receiver.requests) == 1)  # 0% was reached at creation
         http.patch(task["url"], json={"value": 80})  # passes 25%, 50% and 75%: fires 75% only
@@ -56,7 +56,7 @@ def test_webhook_fires_once_with_the_task(hook_server: LiveServer, receiver_fact
     _headers, body = receiver.requests[1]
     assert body["id"] == task["id"] and body["value"] == 80 and body["url"] == task["url"]
     assert body["updated"].endswith("Z")
-    action = httpx.get(f"{task['url']}actions/", headers=hook_server.headers()).json()[0]
+    action = web.get(f"{task['url']}actions/", headers=hook_server.headers()).json()[0]
     assert action["status"] == "active"
 
 
@@ -64,9 +64,9 @@ def test_failing_webhook_is_retried_then_recorded(server_factory: Any, receiver_
     live = server_factory(delivery_attempts=3, delivery_backoff=0.05, allow_private_webhooks=True)
     receiver = receiver_factory([500])
     hook = {"trigger": "success", "integration": "webhook:ci", "config": {"url": receiver.url}}
-    task = httpx.post(live.tasks_url, json={"name": "t", "actions": [hook]}, headers=live.headers()).json()
-    action_id = httpx.get(f"{task['url']}actions/", headers=live.headers()).json()[0]["id"]
-    httpx.patch(task["url"], json={"status": "success"}, headers=live.headers())
+    task = web.post(live.tasks_url, json={"name": "t", "actions": [hook]}, headers=live.headers()).json()
+    action_id = web.get(f"{task['url']}actions/", headers=live.headers()).json()[0]["id"]
+    web.patch(task["url"], json={"status": "success"}, headers=live.headers())
     assert wait_for(lambda: _action(live, task["url"], action_id)["status"].startswith("failed"))
     assert len(receiver.requests) == 3
     assert _action(live, task["url"], action_id)["status"] == "failed: webhook answered HTTP 500 (after 3 attempts)"
@@ -79,8 +79,8 @@ def test_webhook_recovers_after_a_failure(server_factory: Any, receiver_factory:
     live = server_factory(delivery_attempts=5, delivery_backoff=0.05, allow_private_webhooks=True)
     receiver = receiver_factory([503, 200])
     hook = {"trigger": "50", "integration": "webhook:ci", "config": {"url": receiver.url}}
-    task = httpx.post(live.tasks_url, json={"name": "t", "actions": [hook]}, headers=live.headers()).json()
-    httpx.patch(task["url"], json={"value": 50}, headers=live.headers())
+    task = web.post(live.tasks_url, json={"name": "t", "actions": [hook]}, headers=live.headers()).json()
+    web.patch(task["url"], json={"value": 50}, headers=live.headers())
     assert wait_for(lambda: len(receiver.requests) == 2)
 
     def delivered() -> bool:
@@ -93,8 +93,8 @@ def test_webhook_recovers_after_a_failure(server_factory: Any, receiver_factory:
 def test_unreachable_webhook_is_recorded(server_factory: Any) -> None:
     live = server_factory(delivery_attempts=2, delivery_backoff=0.01, webhook_timeout=1, allow_private_webhooks=True)
     hook = {"trigger": "pending", "integration": "webhook:gone", "config": {"url": "http://127.0.0.1:9/"}}
-    task = httpx.post(live.tasks_url, json={"name": "t", "actions": [hook]}, headers=live.headers()).json()
-    action_id = httpx.get(f"{task['url']}actions/", headers=live.headers()).json()[0]["id"]
+    task = web.post(live.tasks_url, json={"name": "t", "actions": [hook]}, headers=live.headers()).json()
+    action_id = web.get(f"{task['url']}actions/", headers=live.headers()).json()[0]["id"]
     assert wait_for(lambda: _action(live, task["url"], action_id)["status"] != "active")
     assert _action(live, task["url"], action_id)["status"].startswith("failed: webhook unreachable")
 
@@ -118,8 +118,8 @@ def test_embedded_writes_are_delivered_by_the_server(hook_server: LiveServer, re
 def test_email_is_sent_through_smtp(server_factory: Any, smtp_sink: SmtpSink) -> None:
     live = server_factory(smtp=SmtpSettings("127.0.0.1", smtp_sink.port, sender="tr@example.com"))
     mail = {"trigger": "error", "integration": "email", "config": {"to": ["a@example.com", "b@example.com"]}}
-    task = httpx.post(live.tasks_url, json={"name": "nightly", "actions": [mail]}, headers=live.headers()).json()
-    httpx.patch(task["url"], json={"status": "error"}, headers=live.headers())
+    task = web.post(live.tasks_url, json={"name": "nightly", "actions": [mail]}, headers=live.headers()).json()
+    web.patch(task["url"], json={"status": "error"}, headers=live.headers())
     assert wait_for(lambda: smtp_sink.messages)
     (message,) = smtp_sink.messages
     assert message["rcpt"] == ["to:<a@example.com>", "to:<b@example.com>"]
@@ -130,9 +130,9 @@ def test_email_is_sent_through_smtp(server_factory: Any, smtp_sink: SmtpSink) ->
 
 def test_email_without_smtp_is_recorded_as_not_configured(sqlite_server: LiveServer) -> None:
     mail = {"trigger": "pending", "integration": "email", "config": {"to": "a@example.com"}}
-    task = httpx.post(sqlite_server.tasks_url, json={"name": "t", "actions": [mail]}, headers=sqlite_server.headers())
+    task = web.post(sqlite_server.tasks_url, json={"name": "t", "actions": [mail]}, headers=sqlite_server.headers())
     url = task.json()["url"]
-    action_id = httpx.get(f"{url}actions/", headers=sqlite_server.headers()).json()[0]["id"]
+    action_id = web.get(f"{url}actions/", headers=sqlite_server.headers()).json()[0]["id"]
     assert wait_for(lambda: _action(sqlite_server, url, action_id)["status"] != "active")
     assert _action(sqlite_server, url, action_id)["status"] == (
         "failed: email is not configured on this server (taskreport serve --smtp-host)"
@@ -151,10 +151,10 @@ def test_sweeper_marks_stale_and_overrunning_tasks(server_factory: Any) -> None:
 
     def status(task: dict[str, Any]) -> str:
         url = f"{live.tasks_url}{task['id']}/"
-        return str(httpx.get(url, headers=live.headers()).json()["status"])
+        return str(web.get(url, headers=live.headers()).json()["status"])
 
     assert wait_for(lambda: status(stale) == "stale" and status(slow) == "error")
-    slow_now = httpx.get(f"{live.tasks_url}{slow['id']}/", headers=live.headers()).json()
+    slow_now = web.get(f"{live.tasks_url}{slow['id']}/", headers=live.headers()).json()
     assert "max_runtime" in slow_now["data"]["error"]
     assert status(fresh) == "processing" and status(done) == "success"
 
@@ -171,8 +171,8 @@ def test_two_servers_on_one_database_deliver_each_firing_once(
     ids = []
     for i in range(20):
         live = (first, second)[i % 2]
-        task = httpx.post(live.tasks_url, json={"name": f"t{i}", "actions": [hook]}, headers=live.headers()).json()
-        httpx.patch(task["url"], json={"status": "processing"}, headers=live.headers())
+        task = web.post(live.tasks_url, json={"name": f"t{i}", "actions": [hook]}, headers=live.headers()).json()
+        web.patch(task["url"], json={"status": "processing"}, headers=live.headers())
         ids.append(task["id"])
     assert wait_for(lambda: len(receiver.requests) >= 20)
     time.sleep(0.3)
@@ -185,8 +185,8 @@ def test_a_delivered_firing_is_recorded_and_never_sent_again(hook_server: LiveSe
     hook_server.app.deliverer.lease = 0.3
     receiver = receiver_factory([200])
     hook = {"trigger": "success", "integration": "webhook:ci", "config": {"url": receiver.url}}
-    task = httpx.post(hook_server.tasks_url, json={"name": "t", "actions": [hook]}, headers=hook_server.headers())
-    httpx.patch(task.json()["url"], json={"status": "success"}, headers=hook_server.headers())
+    task = web.post(hook_server.tasks_url, json={"name": "t", "actions": [hook]}, headers=hook_server.headers())
+    web.patch(task.json()["url"], json={"status": "success"}, headers=hook_server.headers())
     assert wait_for(lambda: receiver.requests)
 
     def states() -> list[str]:
@@ -203,11 +203,11 @@ def test_request_host_headers_never_reach_delivered_links(server_factory: Any, r
     live = server_factory(base_url=None, allow_private_webhooks=True)
     receiver = receiver_factory([200])
     hook = {"trigger": "success", "integration": "webhook:ci", "config": {"url": receiver.url}}
-    task = httpx.post(live.tasks_url, json={"name": "t", "actions": [hook]}, headers=live.headers()).json()
+    task = web.post(live.tasks_url, json={"name": "t", "actions": [hook]}, headers=live.headers()).json()
     # anyone, unauthenticated, with a forged Host
-    assert httpx.get(f"{live.url}/api/ping/", headers={"Host": "evil.example"}).status_code == 200
+    assert web.get(f"{live.url}/api/ping/", headers={"Host": "evil.example"}).status_code == 200
     forged = {"Host": "evil.example", "Authorization": "Token nope"}
-    assert httpx.get(live.tasks_url, headers=forged).status_code == 401
+    assert web.get(live.tasks_url, headers=forged).status_code == 401
     # the firing is written without a request in between, as an embedded writer would
     with live.app.store.transaction() as tx:
         tx.update_task(tx.ensure_project("acme", "web"), task["id"], {"status": "success"})
@@ -227,10 +227,10 @@ def test_webhooks_to_private_addresses_are_refused_by_default(sqlite_server: Liv
         {"trigger": "pending", "integration": "webhook:c", "config": {"url": "http://169.254.169.254/latest/"}},
     ]
     live = sqlite_server
-    task = httpx.post(live.tasks_url, json={"name": "t", "actions": hooks}, headers=live.headers()).json()
+    task = web.post(live.tasks_url, json={"name": "t", "actions": hooks}, headers=live.headers()).json()
     actions_url = f"{task['url']}actions/"
-    assert wait_for(lambda: all(a["status"] != "active" for a in httpx.get(actions_url, headers=live.headers()).json()))
-    statuses = sorted(a["status"] for a in httpx.get(actions_url, headers=live.headers()).json())
+    assert wait_for(lambda: all(a["status"] != "active" for a in web.get(actions_url, headers=live.headers()).json()))
+    statuses = sorted(a["status"] for a in web.get(actions_url, headers=live.headers()).json())
     hint = "(taskreport serve --allow-private-webhooks allows it)"
     assert statuses[0] == f"failed: webhook refused: 127.0.0.1 is a loopback address {hint}"
     assert statuses[1] == f"failed: webhook refused: 169.254.169.254 is a link-local address {hint}"
@@ -303,7 +303,7 @@ def test_email_domains_limit_the_recipients(server_factory: Any, smtp_sink: Smtp
     live = server_factory(smtp=SmtpSettings("127.0.0.1", smtp_sink.port), email_domains=frozenset({"Example.com"}))
     ok = {"trigger": "pending", "integration": "email", "config": {"to": "ops@EXAMPLE.com"}}
     mixed = {"trigger": "pending", "integration": "email", "config": {"to": ["a@example.com", "x@evil.example"]}}
-    task = httpx.post(live.tasks_url, json={"name": "t", "actions": [ok, mixed]}, headers=live.headers()).json()
+    task = web.post(live.tasks_url, json={"name": "t", "actions": [ok, mixed]}, headers=live.headers()).json()
     actions_url = f"{task['url']}actions/"
 
     def states() -> list[str]:
@@ -312,7 +312,7 @@ def test_email_domains_limit_the_recipients(server_factory: Any, smtp_sink: Smtp
 
     assert wait_for(lambda: states() == ["delivered", "failed"])
     assert [m["rcpt"] for m in smtp_sink.messages] == [["to:<ops@EXAMPLE.com>"]]
-    statuses = sorted(a["status"] for a in httpx.get(actions_url, headers=live.headers()).json())
+    statuses = sorted(a["status"] for a in web.get(actions_url, headers=live.headers()).json())
     assert statuses == [
         "active",
         "failed: email to x@evil.example refused: not in the server's email domains (taskreport serve --email-domains)",

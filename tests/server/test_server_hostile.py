@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 import requests
+import web
 from server_fixtures import LiveServer
 
 SURROGATE = "\udfff"
@@ -21,7 +22,7 @@ SURROGATE = "\udfff"
 def send(method: str, url: str, body: Any, live: LiveServer) -> httpx.Response:
     # json.dumps writes a lone surrogate as the escape "\udfff", as a hostile client would send it
     headers = {**live.headers(), "Content-Type": "application/json"}
-    return httpx.request(method, url, content=json.dumps(body), headers=headers)
+    return web.request(method, url, content=json.dumps(body), headers=headers)
 
 
 def raw(live: LiveServer, request: bytes, *, wait: float = 5.0) -> bytes:
@@ -72,20 +73,20 @@ def test_a_lone_surrogate_is_refused_naming_the_field(live_server: LiveServer, f
     created = send("POST", live_server.tasks_url, fields, live_server)
     assert created.status_code == 400, created.text
     assert created.json()["errors"][0]["attr"] == attr
-    task = httpx.post(live_server.tasks_url, json={"name": "t"}, headers=live_server.headers()).json()
+    task = web.post(live_server.tasks_url, json={"name": "t"}, headers=live_server.headers()).json()
     patched = send("PATCH", task["url"], {k: v for k, v in fields.items() if k != "name"} or fields, live_server)
     assert patched.status_code == 400 and patched.json()["errors"][0]["attr"] == attr
     # nothing was stored, and every read still works
-    listed = httpx.get(live_server.tasks_url, headers=live_server.headers())
+    listed = web.get(live_server.tasks_url, headers=live_server.headers())
     assert listed.status_code == 200 and [t["id"] for t in listed.json()["results"]] == [task["id"]]
 
 
 def test_a_lone_surrogate_in_an_action_or_a_login_is_refused(sqlite_server: LiveServer) -> None:
-    task = httpx.post(sqlite_server.tasks_url, json={"name": "t"}, headers=sqlite_server.headers()).json()
+    task = web.post(sqlite_server.tasks_url, json={"name": "t"}, headers=sqlite_server.headers()).json()
     action = {"trigger": "success", "integration": "email", "config": {"to": "a@example.com", "x": SURROGATE}}
     made = send("POST", f"{task['url']}actions/", action, sqlite_server)
     assert made.status_code == 400 and made.json()["errors"][0]["attr"] == "config"
-    login = httpx.post(
+    login = web.post(
         f"{sqlite_server.url}/api/authenticate/",
         content=json.dumps({"username": SURROGATE, "password": "whatever"}),
         headers={"Content-Type": "application/json"},
@@ -95,49 +96,49 @@ def test_a_lone_surrogate_in_an_action_or_a_login_is_refused(sqlite_server: Live
 
 def test_nothing_already_stored_can_break_a_read(live_server: LiveServer) -> None:
     headers = live_server.headers()
-    task = httpx.post(live_server.tasks_url, json={"name": "t"}, headers=headers).json()
+    task = web.post(live_server.tasks_url, json={"name": "t"}, headers=headers).json()
     email = {"trigger": "success", "integration": "email", "config": {"to": "a@example.com"}}
-    action = httpx.post(f"{task['url']}actions/", json=email, headers=headers).json()
+    action = web.post(f"{task['url']}actions/", json=email, headers=headers).json()
     # what an older server stored from {"data": {"note": "\udfff"}}: the escape, in the JSON text
     poison = '{"note":"a\\udfffb","\\udfff":1}'
     with live_server.app.store.transaction() as tx:
         tx.cur.execute("UPDATE tasks SET data = ? WHERE public_id = ?", (poison, task["id"]))
         tx.cur.execute("UPDATE actions SET config = ? WHERE id = ?", (poison, action["id"]))
-    fetched = httpx.get(task["url"], headers=headers)
+    fetched = web.get(task["url"], headers=headers)
     assert fetched.status_code == 200 and fetched.json()["data"] == {"note": "a\ufffdb", "\ufffd": 1}
-    listed = httpx.get(live_server.tasks_url, headers=headers)
+    listed = web.get(live_server.tasks_url, headers=headers)
     assert listed.status_code == 200 and listed.json()["results"][0]["data"]["note"] == "a\ufffdb"
-    actions = httpx.get(f"{task['url']}actions/", headers=headers)
+    actions = web.get(f"{task['url']}actions/", headers=headers)
     assert actions.status_code == 200 and actions.json()[0]["config"]["note"] == "a\ufffdb"
     # and the task can still be written
-    assert httpx.patch(task["url"], json={"value": 1}, headers=headers).status_code == 200
+    assert web.patch(task["url"], json={"value": 1}, headers=headers).status_code == 200
 
 
 def test_numbers_beyond_64_bits_are_refused(live_server: LiveServer) -> None:
     headers = live_server.headers()
-    task = httpx.post(live_server.tasks_url, json={"name": "t"}, headers=headers).json()
+    task = web.post(live_server.tasks_url, json={"name": "t"}, headers=headers).json()
     for action_id in ("9" * 30, str(2**63), "-1", "0"):
         url = f"{task['url']}actions/{action_id}/"
         for method in ("GET", "PATCH", "DELETE"):
-            response = httpx.request(method, url, json={}, headers=headers)
+            response = web.request(method, url, json={}, headers=headers)
             assert response.status_code == 404 and response.json()["errors"][0]["code"] == "not_found"
     import base64
 
     for key in (2**63, 10**30, -5):
         cursor = base64.urlsafe_b64encode(f"n:{key}".encode()).decode().rstrip("=")
-        listed = httpx.get(live_server.tasks_url, params={"cursor": cursor}, headers=headers)
+        listed = web.get(live_server.tasks_url, params={"cursor": cursor}, headers=headers)
         assert listed.status_code == 400 and listed.json()["errors"][0]["attr"] == "cursor"
     for page_size in ("9" * 400, "1" + "0" * 19, "\u0663"):
-        listed = httpx.get(live_server.tasks_url, params={"page_size": page_size}, headers=headers)
+        listed = web.get(live_server.tasks_url, params={"page_size": page_size}, headers=headers)
         assert listed.status_code == 400 and listed.json()["errors"][0]["attr"] == "page_size"
-    assert httpx.get(f"{live_server.url}/api/users/{'9' * 40}/", headers=headers).status_code == 404
+    assert web.get(f"{live_server.url}/api/users/{'9' * 40}/", headers=headers).status_code == 404
 
 
 @pytest.mark.parametrize("field", ["start_time", "end_time", "time_to_start"])
 def test_a_400_digit_time_is_refused(sqlite_server: LiveServer, field: str) -> None:
     body = b'{"name": "t", "' + field.encode() + b'": ' + b"9" * 400 + b"}"
     headers = {**sqlite_server.headers(), "Content-Type": "application/json"}
-    response = httpx.post(sqlite_server.tasks_url, content=body, headers=headers)
+    response = web.post(sqlite_server.tasks_url, content=body, headers=headers)
     assert response.status_code == 400 and response.json()["errors"][0]["attr"] == field
 
 
@@ -188,7 +189,7 @@ def test_a_body_shorter_than_its_length_gets_a_read_timeout(server_factory: Any)
     assert status.startswith(b"HTTP/1.1 408")
     assert headers[b"connection"] == b"close"
     assert body["errors"][0]["code"] == "request_timeout"
-    assert httpx.get(live.tasks_url, headers=live.headers()).json()["results"] == []
+    assert web.get(live.tasks_url, headers=live.headers()).json()["results"] == []
 
 
 def test_a_client_gone_mid_body_is_one_debug_line(sqlite_server: LiveServer, caplog: pytest.LogCaptureFixture) -> None:

@@ -7,8 +7,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import httpx
 import pytest
+import web
 from server_fixtures import LiveServer
 
 EXAMPLES = 20
@@ -25,9 +25,9 @@ def test_every_response_conforms_to_the_served_schema(sqlite_server: LiveServer)
     live = sqlite_server
     headers = live.headers()
     # objects for the generated requests to find: a task with every nullable field null, and an action on it
-    task = httpx.post(live.tasks_url, json={"name": "seed"}, headers=headers).json()
+    task = web.post(live.tasks_url, json={"name": "seed"}, headers=headers).json()
     assert task["queue"] is None and task["external_id"] is None and task["ref"] is None
-    action = httpx.post(
+    action = web.post(
         f"{task['url']}actions/",
         json={"trigger": "success", "integration": "email", "config": {"to": "ops@example.com"}},
         headers=headers,

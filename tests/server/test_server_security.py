@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+import web
 from receivers import Receiver, SmtpSink
 from server_fixtures import LiveServer
 
@@ -49,7 +50,7 @@ def test_webhook_deliveries_are_signed_with_the_projects_secret(
     live = server_factory(delivery_attempts=3, delivery_backoff=0.05, allow_private_webhooks=True)
     receiver = receiver_factory([500, 200])
     hook = {"trigger": "success", "integration": "webhook:ci", "config": {"url": receiver.url}}
-    httpx.post(live.tasks_url, json={"name": "t", "status": "success", "actions": [hook]}, headers=live.headers())
+    web.post(live.tasks_url, json={"name": "t", "status": "success", "actions": [hook]}, headers=live.headers())
     assert wait_for(lambda: len(receiver.requests) == 2)
     secret = _secret(live)
     assert secret.startswith("whsec_") and len(base64.b64decode(secret[6:])) == 32
@@ -91,7 +92,7 @@ def test_each_project_signs_with_its_own_secret(sqlite_server: LiveServer) -> No
 def test_email_recipients_that_do_not_parse_are_refused_when_written(sqlite_server: LiveServer, to: Any) -> None:
     action = {"trigger": "success", "integration": "email", "config": {"to": to}}
     body = {"name": "t", "actions": [action]}
-    response = httpx.post(sqlite_server.tasks_url, json=body, headers=sqlite_server.headers())
+    response = web.post(sqlite_server.tasks_url, json=body, headers=sqlite_server.headers())
     assert response.status_code == 400 and response.json()["errors"][0]["attr"] == "actions.0.config"
 
 
@@ -99,7 +100,7 @@ def test_every_recipient_is_checked_and_only_they_are_mailed(server_factory: Any
     live = server_factory(smtp=SmtpSettings("127.0.0.1", smtp_sink.port), email_domains=frozenset({"example.com"}))
     ok = {"trigger": "pending", "integration": "email", "config": {"to": '"x@evil.example" <ops@example.com>'}}
     listed = {"trigger": "pending", "integration": "email", "config": {"to": "a@example.com, b@evil.example"}}
-    task = httpx.post(live.tasks_url, json={"name": "t", "actions": [ok, listed]}, headers=live.headers()).json()
+    task = web.post(live.tasks_url, json={"name": "t", "actions": [ok, listed]}, headers=live.headers()).json()
     # what an embedded writer could store without the server's checks: the allowlist bypass of issue 10
     with live.app.store.transaction() as tx:
         scope = tx.get_scope("acme", "web")
@@ -114,14 +115,14 @@ def test_every_recipient_is_checked_and_only_they_are_mailed(server_factory: Any
     assert wait_for(lambda: sorted(states()) == ["delivered", "failed", "failed"])
     # the display name looked like an address; only the address itself was mailed
     assert [m["rcpt"] for m in smtp_sink.messages] == [["to:<ops@example.com>"]]
-    statuses = sorted(a["status"] for a in httpx.get(f"{task['url']}actions/", headers=live.headers()).json())
+    statuses = sorted(a["status"] for a in web.get(f"{task['url']}actions/", headers=live.headers()).json())
     assert statuses[0] == "active"
     assert "b@evil.example refused" in statuses[1]
     assert "invalid recipients" in statuses[2]
 
 
 def _login(live: LiveServer, username: str, password: str) -> httpx.Response:
-    return httpx.post(f"{live.url}/api/authenticate/", json={"username": username, "password": password}, timeout=30)
+    return web.post(f"{live.url}/api/authenticate/", json={"username": username, "password": password}, timeout=30)
 
 
 def test_unknown_users_and_wrong_passwords_cost_one_scrypt_each(sqlite_server: LiveServer, scrypts: list[Any]) -> None:

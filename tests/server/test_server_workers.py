@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+import web
 
 TASKREPORT = Path(sys.executable).parent / "taskreport"
 
@@ -88,7 +89,7 @@ def workers_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[t
 
         def up() -> bool:
             try:
-                return httpx.get(f"{url}/api/ping/", timeout=2).status_code == 200
+                return web.get(f"{url}/api/ping/", timeout=2).status_code == 200
             except httpx.TransportError:
                 return False
 
@@ -113,7 +114,7 @@ def test_concurrent_writes_across_worker_processes_all_succeed(
     process, url, token = workers_server
     tasks_url = f"{url}/api/local/default/tasks/"
     headers = {"Authorization": f"Token {token}"}
-    ids = [httpx.post(tasks_url, json={"name": f"t{n}"}, headers=headers).json()["id"] for n in range(6)]
+    ids = [web.post(tasks_url, json={"name": f"t{n}"}, headers=headers).json()["id"] for n in range(6)]
     failures: list[str] = []
     acked: dict[str, int] = {}
     lock = threading.Lock()
@@ -123,7 +124,7 @@ def test_concurrent_writes_across_worker_processes_all_succeed(
         order = ids[k % len(ids) :] + ids[: k % len(ids)]
         if k % 2:
             order.reverse()
-        with httpx.Client(headers=headers, timeout=30) as http:
+        with web.client(headers=headers, timeout=30) as http:
             for n in range(8):
                 for task_id in order:
                     value = k * 1000 + n
@@ -159,7 +160,7 @@ def test_a_dead_worker_is_replaced_and_sigterm_stops_them_all(
     after = _wait_for(lambda: (c := _children(process.pid)) and len(c) == 2 and victim not in c and c)
     assert len(after - before) == 1
     for n in range(20):  # new connections each: whichever process takes them answers
-        answer = httpx.post(f"{url}/api/local/default/tasks/", json={"name": f"after {n}"}, headers=headers)
+        answer = web.post(f"{url}/api/local/default/tasks/", json={"name": f"after {n}"}, headers=headers)
         assert answer.status_code == 201
     process.send_signal(signal.SIGTERM)
     assert process.wait(20) == 0
