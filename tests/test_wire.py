@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.server
 import json
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
@@ -55,7 +56,8 @@ class _Answering(http.server.BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
-        body = json.dumps({"id": "t1", "name": "over the wire", "path": self.path}).encode()
+        task = {"id": "t1", "name": "over the wire", "path": self.path, "host": self.headers["Host"]}
+        body = json.dumps(task).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -65,8 +67,18 @@ class _Answering(http.server.BaseHTTPRequestHandler):
         self.close_connection = bool(self.server.close_after)  # type: ignore[attr-defined]
 
 
-def _serving(close_after: bool, tls: ssl.SSLContext | None = None) -> Iterator[Any]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Answering)
+class _ServerV6(http.server.ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
+def _serving(close_after: bool, tls: ssl.SSLContext | None = None, ipv6: bool = False) -> Iterator[Any]:
+    if ipv6:
+        try:
+            server: http.server.ThreadingHTTPServer = _ServerV6(("::1", 0), _Answering)
+        except OSError as exc:
+            pytest.skip(f"no IPv6 loopback here: {exc}")
+    else:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Answering)
     if tls is not None:
         server.socket = tls.wrap_socket(server.socket, server_side=True)
     server.connections = set()  # type: ignore[attr-defined]
@@ -91,6 +103,18 @@ def test_a_connection_closed_while_idle_is_replaced_not_failed(plain_server: Any
         time.sleep(0.2)  # the server has closed its end by now
     assert len(plain_server.connections) == 3
     t.close()
+
+
+@pytest.fixture
+def ipv6_server() -> Iterator[Any]:
+    yield from _serving(close_after=False, ipv6=True)
+
+
+@pytest.mark.parametrize("wire", WIRES)
+def test_an_ipv6_loopback_url_reaches_its_server(ipv6_server: Any, wire: type[Wire]) -> None:
+    port = ipv6_server.server_address[1]
+    answer = HttpTransport(f"http://[::1]:{port}", "trk_x", "o", "p", retries=0, wire=wire()).get_task("t1")
+    assert answer["host"] == f"[::1]:{port}"  # the Host header an HTTP/1.1 server expects
 
 
 @pytest.fixture(scope="module")
