@@ -30,8 +30,7 @@ from ._errors import (
 )
 from ._timeutil import to_iso
 from ._transport import BatchUnsupported, Op, PageResult, Row
-from ._version import __version__
-from ._wire import Answer, Wire, WireError, default_wire
+from ._wire import Answer, Wire, WireError, client_headers, default_wire
 
 logger = logging.getLogger("taskreport")
 
@@ -55,7 +54,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_url(url: str, allow_insecure_http: bool, wire: Wire | None = None) -> None:
+def check_url(url: str, allow_insecure_http: bool, wire: Wire) -> None:
     """Refuse a URL the HTTP stack could read differently from us, and a token in clear text anywhere but
     this machine unless told to."""
     if "://" not in url:
@@ -74,7 +73,7 @@ def check_url(url: str, allow_insecure_http: bool, wire: Wire | None = None) -> 
         raise ConfigurationError(f"refusing the URL {url!r}: {exc}") from None
     if split.username is not None or "@" in split.netloc:
         raise ConfigurationError("refusing a URL with a user name or password in it: pass the token instead")
-    host = (wire or default_wire()).host_of(url)  # what the client will connect to
+    host = wire.host_of(url)  # what the client will connect to
     if not host or host.lower() != (split.hostname or "").lower():
         raise ConfigurationError(f"refusing the ambiguous URL {url!r}")
     if split.scheme.lower() == "http" and not is_loopback(host) and not allow_insecure_http:
@@ -151,9 +150,7 @@ class HttpTransport:
         #: whether the service has the batch operation and task references; None until a send tells
         self.refs: bool | None = None
         self.max_ops = BATCH_OPS
-        self._headers = {"User-Agent": f"taskreport/{__version__}", "Accept": "application/json"}
-        if token:
-            self._headers["Authorization"] = f"Token {token}"
+        self._headers = client_headers(token)
         self._pool: Any = None
         self.tasks_url = f"{self.base}/api/{urllib.parse.quote(organization)}/{urllib.parse.quote(project)}/tasks/"
         self.batch_url = f"{self.tasks_url}batch/"

@@ -80,6 +80,16 @@ class Wire(Protocol):
     def close(self) -> None: ...
 
 
+def client_headers(token: str | None = None) -> dict[str, str]:
+    """What every request of this library says about itself, and its token when it has one."""
+    from ._version import __version__
+
+    headers = {"User-Agent": f"taskreport/{__version__}", "Accept": "application/json"}
+    if token:
+        headers["Authorization"] = f"Token {token}"
+    return headers
+
+
 def wants_requests(environ: Mapping[str, str] | None = None, platform: str | None = None) -> bool:
     environ = os.environ if environ is None else environ
     if (platform or sys.platform) in ("darwin", "win32"):

@@ -146,13 +146,12 @@ def _refuse_cleartext(url: str) -> None:
         )
 
 
-def _request(method: str, url: str, base: str, body: Any = None, headers: dict[str, str] | None = None) -> Any:
+def _request(method: str, url: str, base: str, body: Any = None, token: str | None = None) -> Any:
     import json
 
-    from .._version import __version__
-    from .._wire import WireError, default_wire
+    from .._wire import WireError, client_headers, default_wire
 
-    sent = {"Accept": "application/json", "User-Agent": f"taskreport/{__version__}", **(headers or {})}
+    sent = client_headers(token)
     data = None
     if body is not None:
         data = json.dumps(body).encode()
@@ -198,7 +197,7 @@ def _authenticate(url: str, username: str, password: str) -> dict[str, Any]:
 def _project_exists(url: str, token: str, organization: str, project: str) -> bool:
     quote = urllib.parse.quote
     tasks = f"{url}/api/{quote(organization, safe='')}/{quote(project, safe='')}/tasks/"
-    response = _request("GET", f"{tasks}?page_size=1", url, headers={"Authorization": f"Token {token}"})
+    response = _request("GET", f"{tasks}?page_size=1", url, token=token)
     return bool(response.status_code != 404)
 
 
