@@ -108,7 +108,9 @@ def test_exhausted_retries_end_in_error(app: Any) -> None:
 
 
 def test_revoked_before_start_and_expired_tasks_end_cancelled(app: Any) -> None:
-    revoked = app.tasks["tr.add"].apply_async((1, 1), countdown=1.0)
+    # the revoke is a broadcast that the worker must hear before the countdown ends: on a loaded machine (CI's
+    # first minute, with the long runs starting beside it) one second was seen not to be enough
+    revoked = app.tasks["tr.add"].apply_async((1, 1), countdown=3.0)
     expired = app.tasks["tr.add"].apply_async((1, 2), countdown=1.0, expires=0.5)
     app.control.revoke(revoked.id)
     one = wait_for(revoked.id, status_is("cancelled"))
