@@ -120,3 +120,27 @@ def test_concurrent_sweeps_mark_each_task_once(postgres_url: str) -> None:
     finally:
         for store in stores:
             store.close()
+
+
+def test_a_single_statement_commits_on_its_own_and_leaves_its_connection_usable(postgres_url: str) -> None:
+    store = open_store(postgres_url, pool_size=1)
+    other = open_store(postgres_url, pool_size=1)
+    try:
+        with store.transaction() as tx:
+            scope = tx.ensure_project("acme", "web")
+            task = tx.create_task(scope, {"name": "progress"})
+        with store.statement() as tx:
+            assert tx.update_progress(scope, task["id"], {"value": 5}) is not None
+            # no transaction around it: committed by the statement, so seen elsewhere before the block ends
+            with other.transaction(write=False) as seen:
+                assert seen.get_task(scope, task["id"])["value"] == 5
+        with pytest.raises(Exception, match="NUL"), store.statement() as tx:
+            tx.update_progress(scope, "bad\x00id", {"value": 6})
+        # the pool's only connection came back after the failure, outside any transaction
+        with store.statement() as tx:
+            assert tx.update_progress(scope, task["id"], {"value": 7})["value"] == 7
+        with store.transaction(write=False) as tx:
+            assert tx.get_task(scope, task["id"])["value"] == 7
+    finally:
+        store.close()
+        other.close()

@@ -34,7 +34,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 from . import _bulk
-from ._accounts import AccountOps, TokenInfo
+from ._accounts import TOKEN_PREFIX, AccountOps, TokenInfo
 from ._actions import ActionOps
 from ._db import Cursor, Database, Row
 from ._listing import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_TAG_FILTERS, ListingOps
@@ -53,6 +53,7 @@ __all__ = [
     "MAX_PAGE_SIZE",
     "MAX_TAG_FILTERS",
     "SCHEMA_VERSION",
+    "TOKEN_PREFIX",
     "Page",
     "Row",
     "Scope",
@@ -144,6 +145,14 @@ class Store:
     def transaction(self, write: bool = True) -> Iterator[Tx]:
         """One transaction; ``write=False`` for reads, which never wait for a writer."""
         with self.db.transaction(write) as cur:
+            yield Tx(cur)
+
+    @contextmanager
+    def statement(self) -> Iterator[Tx]:
+        """A :class:`Tx` for one write statement (``update_progress``, ``update_progress_many`` with one set of
+        columns), committed by the statement itself: on PostgreSQL no BEGIN and COMMIT round trips. Nothing in
+        it may take a savepoint. On SQLite it is an ordinary write transaction."""
+        with self.db.statement() as cur:
             yield Tx(cur)
 
     def conflict(self, exc: BaseException) -> bool:

@@ -232,6 +232,28 @@ class Database:
             yield cur
 
     @contextmanager
+    def statement(self) -> Iterator[Cursor]:
+        """A cursor for one write statement, which commits on its own. On a pooled dialect (PostgreSQL) that
+        is the connection's autocommit, without the BEGIN and COMMIT round trips; one statement is atomic
+        anyway. Elsewhere, and inside a transaction, it is an ordinary write transaction."""
+        depth: int = getattr(self._local, "depth", 0)
+        if depth or not self.dialect.pooled:
+            with self.transaction(write=True) as cur:
+                yield cur
+            return
+        with GATE.passage():
+            conn = self._checkout()
+            try:
+                yield Cursor(conn, self.dialect, True)
+            except BaseException as exc:
+                if self.dialect.disconnected(conn, exc):
+                    self._drop(conn)
+                else:
+                    self._checkin(conn)
+                raise
+            self._checkin(conn)
+
+    @contextmanager
     def _transaction(self, write: bool) -> Iterator[Cursor]:
         depth = getattr(self._local, "depth", 0)
         conn = self.connection() if depth or not self.dialect.pooled else self._checkout()

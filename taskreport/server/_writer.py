@@ -13,7 +13,10 @@ orders can deadlock; PostgreSQL then fails one statement, and that write is run 
 
 Progress updates (a PATCH of ``value`` alone, the commonest request by far) that follow each other in a batch
 are written in one statement rather than a savepoint, an update and a release each: on PostgreSQL that is
-three round trips a request fewer (persisted PATCH/s 0.18x -> 0.37x the no-op app, same run).
+three round trips a request fewer (persisted PATCH/s 0.18x -> 0.37x the no-op app, same run). A batch of
+nothing but such updates is that one statement alone, committed by itself: on PostgreSQL one round trip
+instead of five (BEGIN, SAVEPOINT, the update, RELEASE, COMMIT), which with the cheaper request handling
+around it doubled persisted PATCH/s there.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from .. import _internal
-from .._errors import ServerError
+from .._errors import ServerError, TaskReportError
 from .._store import Scope, Store, Tx
 
 logger = logging.getLogger("taskreport.server")
@@ -43,6 +46,17 @@ _STOP = object()
 def unavailable() -> ServerError:
     # DRF's 503, in the seed's error format
     return ServerError("Service temporarily unavailable, try again later.", code="service_unavailable", status_code=503)
+
+
+def _statement_failed(exc: Exception) -> None:
+    """After the statement that writes many progress updates failed (not a clash): each of them is written
+    alone next, and gets its own answer."""
+    if isinstance(exc, TaskReportError):
+        # one request's input the database can not take (a NUL in a task id): its write alone is refused
+        logger.debug("taskreport server: progress updates in one statement refused (%s); writing them one by one", exc)
+        return
+    # not expected: the same writes one by one still get their answers, and the suite hears of it
+    _internal.report("progress updates in one statement failed; writing them one by one", exc)
 
 
 def _settle(jobs: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
@@ -167,6 +181,8 @@ class Writer:
 
     def _write(self, batch: list[_Job]) -> tuple[list[tuple[bool, Any]], int]:
         """Run the batch in one transaction: each write's outcome, and the firings the transaction queued."""
+        if self._progress_run(batch, 0) == len(batch):
+            return self._write_statement(batch)
         if len(batch) == 1:
             outcome, fired = self._write_alone(batch[0])
             return [outcome], fired
@@ -220,8 +236,7 @@ class Writer:
         except Exception as exc:
             if self.store.conflict(exc):
                 return [(False, exc)] * len(run)  # each runs again alone, as after any clash
-            # not expected: the same writes one by one still get their answers, and the suite hears of it
-            _internal.report("progress updates in one statement failed; writing them one by one", exc)
+            _statement_failed(exc)
             rows = {}
         outcomes: list[tuple[bool, Any]] = []
         for job in run:
@@ -236,6 +251,37 @@ class Writer:
             except Exception as exc:
                 outcomes.append((False, exc))
         return outcomes
+
+    def _write_statement(self, batch: list[_Job]) -> tuple[list[tuple[bool, Any]], int]:
+        """A batch of progress updates alone, the commonest batch by far, as one statement that commits on its
+        own (on PostgreSQL: one round trip, where a transaction with a savepoint took five). Each update it
+        could not take (an unknown task, one with a live action) is then written alone, the ordinary way."""
+        items = [job[3] for job in batch if job[3] is not None]
+        scope = items[0][0]
+        try:
+            with self.store.statement() as tx:
+                if len(items) == 1:
+                    row = tx.update_progress(scope, items[0][1], items[0][2])
+                    rows = {} if row is None else {items[0][1]: row}
+                else:
+                    rows = tx.update_progress_many(scope, [(task_id, fields) for _, task_id, fields in items])
+        except Exception as exc:
+            if self.store.conflict(exc):
+                return [(False, exc)] * len(batch), 0  # each runs again alone, as after any clash
+            _statement_failed(exc)
+            rows = {}
+        outcomes: list[tuple[bool, Any]] = []
+        fired = 0
+        for job in batch:
+            assert job[3] is not None
+            row = rows.get(job[3][1])
+            if row is not None:
+                outcomes.append((True, row))
+                continue
+            outcome, more = self._write_alone(job)
+            outcomes.append(outcome)
+            fired += more
+        return outcomes, fired
 
     def _write_alone(self, job: _Job) -> tuple[tuple[bool, Any], int]:
         """One write in its own transaction, without a savepoint: its failure rolls the transaction back,
