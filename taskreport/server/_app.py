@@ -33,17 +33,19 @@ logger = logging.getLogger("taskreport.server")
 
 FEATURES_HEADER = (b"x-taskreport-features", ", ".join(FEATURES).encode())
 _PROJECT = "/{org}/{project}/tasks"
-#: the API's paths under /api; "batch" comes before "{task}" (no task id is "batch")
+#: the API's paths under /api, in the order the router tries them: the commonest requests by far (a task's
+#: PATCH, a batch, a create) first, ping before them (it is what health checks poll); "batch" comes before
+#: "{task}" (no task id is "batch")
 ROUTES: dict[str, Resource] = {
     "/ping": PING,
+    _PROJECT + "/batch": BATCH,
+    _PROJECT + "/{task}": TASK,
+    _PROJECT: TASKS,
+    _PROJECT + "/{task}/actions": ACTIONS,
+    _PROJECT + "/{task}/actions/{action}": ACTION,
     "/schema": SCHEMA,
     "/authenticate": AUTHENTICATE,
     "/users/{user:int}": USER,
-    _PROJECT: TASKS,
-    _PROJECT + "/batch": BATCH,
-    _PROJECT + "/{task}": TASK,
-    _PROJECT + "/{task}/actions": ACTIONS,
-    _PROJECT + "/{task}/actions/{action}": ACTION,
 }
 
 

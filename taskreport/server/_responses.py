@@ -18,13 +18,17 @@ JSON_TYPE = "application/json"
 _TASK_TIMES = ("created", "updated", "start_time", "end_time")
 
 
+#: made once: json.dumps with options makes an encoder for every call
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def dumps(body: Any) -> bytes:
-    text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    text = _ENCODER.encode(body)
     try:
         return text.encode()
     except UnicodeEncodeError:
         # a lone surrogate, from a row stored before text was checked or echoed in an error: never a 500
-        return json.dumps(scrub(body), separators=(",", ":"), ensure_ascii=False).encode()
+        return _ENCODER.encode(scrub(body)).encode()
 
 
 def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:

@@ -90,7 +90,7 @@ class Endpoint:
         if length and length.isascii() and length.isdigit() and (len(length) > 18 or int(length) > limit):
             raise too_large(limit)
         # a response's links may follow its own request's Host: they go back to that sender only
-        ctx = Ctx(request, api.settings.base_url or str(request.base_url).rstrip("/"))
+        ctx = Ctx(request, api.settings.base_url or api.base_of(request))
         if resource.negotiate and accepts(request.headers.get("accept")) is None:
             raise NotAcceptable("Could not satisfy the request Accept header.")
         if not resource.public:
@@ -115,6 +115,7 @@ def build_router(api: Api, routes: Mapping[str, Resource], mounts: Sequence[Base
     api_routes: list[BaseRoute] = []
     for path, resource in routes.items():
         endpoint = Endpoint(api, resource)
-        api_routes += [Route(path, endpoint), Route(path + "/", endpoint)]
+        # clients of the API send the trailing slash: that form is tried first
+        api_routes += [Route(path + "/", endpoint), Route(path, endpoint)]
     inner = Router(api_routes, redirect_slashes=False, default=not_found)
     return Router([Mount("/api", app=inner), *mounts], redirect_slashes=False, default=not_found)

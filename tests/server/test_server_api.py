@@ -54,6 +54,12 @@ def test_links_follow_the_host_header_without_a_base_url(server_factory: Any) ->
     web.post(live.tasks_url, json={"name": "u"}, headers=headers)
     page = web.get(live.tasks_url, params={"page_size": 1}, headers=headers).json()
     assert page["next"].startswith("http://tasks.example.com/api/acme/web/tasks/?page_size=1&cursor=")
+    # each request's own Host, however many hosts came before it (the server remembers a few base URLs)
+    task_url = f"{live.tasks_url}{task['id']}/"
+    for n in [*range(80), 3]:
+        host = f"h{n}.example.com:8{n:03d}"
+        got = web.get(task_url, headers={**live.headers(), "Host": host}).json()
+        assert got["url"] == f"http://{host}/api/acme/web/tasks/{task['id']}/"
 
 
 def test_paths_work_with_and_without_trailing_slash(sqlite_server: LiveServer) -> None:

@@ -192,6 +192,28 @@ def test_a_body_shorter_than_its_length_gets_a_read_timeout(server_factory: Any)
     assert web.get(live.tasks_url, headers=live.headers()).json()["results"] == []
 
 
+def test_a_slow_body_whose_every_part_comes_in_time_is_read_whole(server_factory: Any) -> None:
+    # the timeout is per part, not for the whole body: three parts 0.3 s apart take longer than 0.5 s in all
+    live = server_factory(read_timeout=0.5)
+    host, port = live.url.removeprefix("http://").split(":")
+    body = b'{"name": "slow but steady"}'
+    parts = [body[:8], body[8:16], body[16:]]
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(
+            f"POST /api/acme/web/tasks/ HTTP/1.1\r\nHost: x\r\nAuthorization: Token {live.token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        )
+        for part in parts:
+            time.sleep(0.3)
+            sock.sendall(part)
+        sock.settimeout(10)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 201")
+    assert [t["name"] for t in web.get(live.tasks_url, headers=live.headers()).json()["results"]] == ["slow but steady"]
+
+
 def test_a_client_gone_mid_body_is_one_debug_line(sqlite_server: LiveServer, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="taskreport.server")
     host, port = sqlite_server.url.removeprefix("http://").split(":")
