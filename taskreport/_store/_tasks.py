@@ -82,6 +82,22 @@ class TaskOps:
         self.cur.scalar("SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT unnest(?::bigint[]) AS k ORDER BY k) s",
                         (keys,))  # fmt: skip
 
+    def lock_task_rows(self, tasks: Collection[tuple[Scope, str]]) -> None:
+        """Lock the rows of several tasks (``(scope, task id)``; unknown ones are skipped) in the order of their
+        key, as the bulk progress statement does, so that writes which each lock one of them, run in one
+        transaction, wait for other such transactions instead of deadlocking with them. PostgreSQL only:
+        SQLite's write transactions hold the whole database already."""
+        if self.cur.dialect.name != "postgresql" or not self.cur.write:
+            return
+        pairs = sorted({(scope.project_id, str(task_id)) for scope, task_id in tasks})
+        if len(pairs) < 2:
+            return
+        self.cur.execute(
+            "SELECT id FROM tasks WHERE (project_id, public_id) IN"
+            " (SELECT * FROM unnest(?::bigint[], ?::text[])) ORDER BY id FOR UPDATE",
+            ([project for project, _ in pairs], [task_id for _, task_id in pairs]),
+        )
+
     def get_task(self, scope: Scope, task_id: str) -> TaskRow:
         # in a write transaction the row stays locked until commit, so an update based on it can't be lost
         return task_out(task_row(self.cur, scope, str(task_id), lock="update"), scope)

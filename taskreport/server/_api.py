@@ -15,7 +15,7 @@ from .._store import TOKEN_PREFIX, Scope, Store, TokenInfo, Tx
 from ._auth import RateLimiter, TokenCache, authentication_failed, token_from_header
 from ._request import Ctx, decode_body, read_body
 from ._settings import ServerSettings
-from ._writer import Progress, Writer
+from ._writer import Progress, Touches, Writer
 
 T = TypeVar("T")
 #: base URLs remembered (see Api.base_of)
@@ -62,11 +62,12 @@ class Api:
 
         return await run_in_threadpool(run)
 
-    async def write(self, write: Callable[[Tx], T], progress: Progress | None = None) -> T:
-        """``write(tx)`` in the writer's next batch (a 503 once the server is stopping); ``progress``: see
-        :meth:`Writer.run`."""
+    async def write(self, write: Callable[[Tx], T], progress: Progress | None = None,
+                    touches: Touches | None = None) -> T:  # fmt: skip
+        """``write(tx)`` in the writer's next batch (a 503 once the server is stopping); ``progress`` and
+        ``touches`` (the one task it changes): see :meth:`Writer.run`."""
         self._start()
-        return await self.writer.run(write, progress)
+        return await self.writer.run(write, progress, touches)
 
     async def authenticate(self, request: Request) -> tuple[TokenInfo, tuple[str, str] | None]:
         """The credential's token, and the project it is limited to when it is a project key."""

@@ -79,7 +79,7 @@ async def _update_task(api: Api, ctx: Ctx, *, partial: bool) -> Response:
         fast = tx.update_progress(scope, task_id, fields) if progress else None
         return fast or tx.update_task(scope, task_id, fields)
 
-    row = await api.write(write, progress)
+    row = await api.write(write, progress, (scope, task_id))
     return json_response(render_task(row, ctx.base, api.public_link))
 
 
@@ -94,7 +94,7 @@ async def patch_task(api: Api, ctx: Ctx) -> Response:
 async def cancel_task(api: Api, ctx: Ctx) -> Response:
     scope = await api.project(ctx)
     task_id = ctx.params["task"]
-    await api.write(lambda tx: tx.cancel_task(scope, task_id))
+    await api.write(lambda tx: tx.cancel_task(scope, task_id), touches=(scope, task_id))
     return Response(status_code=204)
 
 
@@ -113,7 +113,8 @@ async def create_action(api: Api, ctx: Ctx) -> Response:
     task_id = ctx.params["task"]
     key = idempotency_key(ctx.request)
     # a repeat with the same key answers with the action the first made (201 both times)
-    row = await api.write(lambda tx: tx.create_action(scope, task_id, fields, idempotency_key=key))
+    row = await api.write(lambda tx: tx.create_action(scope, task_id, fields, idempotency_key=key),
+                          touches=(scope, task_id))
     return json_response(render_action(row), 201)
 
 
@@ -135,7 +136,7 @@ async def _update_action(api: Api, ctx: Ctx, *, partial: bool) -> Response:
         check_action({k: current[k] for k in ("trigger", "integration", "config")} | fields)
         return tx.update_action(scope, task_id, action_id, fields)
 
-    row = await api.write(write)
+    row = await api.write(write, touches=(scope, task_id))
     return json_response(render_action(row))
 
 
@@ -150,7 +151,7 @@ async def patch_action(api: Api, ctx: Ctx) -> Response:
 async def cancel_action(api: Api, ctx: Ctx) -> Response:
     scope = await api.project(ctx)
     task_id, action_id = ctx.params["task"], ctx.params["action"]
-    await api.write(lambda tx: tx.cancel_action(scope, task_id, action_id))
+    await api.write(lambda tx: tx.cancel_action(scope, task_id, action_id), touches=(scope, task_id))
     return Response(status_code=204)
 
 

@@ -39,7 +39,9 @@ logger = logging.getLogger("taskreport.server")
 T = TypeVar("T")
 #: a write that is a progress update only: (project, task id, fields), for writing with its batch's others
 Progress = tuple[Scope, str, Mapping[str, Any]]
-_Job = tuple[Callable[[Tx], Any], asyncio.Future[Any], asyncio.AbstractEventLoop, Progress | None]
+#: the task a write changes, (project, task id): a batch on PostgreSQL locks those of its writes in one order
+Touches = tuple[Scope, str]
+_Job = tuple[Callable[[Tx], Any], asyncio.Future[Any], asyncio.AbstractEventLoop, Progress | None, Touches | None]
 _STOP = object()
 
 
@@ -116,17 +118,21 @@ class Writer:
         """True once stopping: every write from then on is refused with a 503."""
         return self._closed
 
-    async def run(self, write: Callable[[Tx], T], progress: Progress | None = None) -> T:
+    async def run(self, write: Callable[[Tx], T], progress: Progress | None = None,
+                  touches: Touches | None = None) -> T:  # fmt: skip
         """Run ``write(tx)`` in the next batch; its exception, if any, is raised here. Once the writer is
         stopping, raises a 503 :class:`ServerError`. ``progress``: the write is this progress update alone
         (what ``Tx.update_progress`` writes), so it may be written together with its batch's other ones in one
-        statement; ``write`` still runs when that can't take it."""
+        statement; ``write`` still runs when that can't take it. ``touches``: the one task the write changes
+        (implied by ``progress``)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
+        if progress is not None:
+            touches = (progress[0], progress[1])
         with self._lock:
             if self._closed:
                 raise unavailable()
-            self._queue.put((write, future, loop, progress))
+            self._queue.put((write, future, loop, progress, touches))
         return await future
 
     def _run(self) -> None:
@@ -189,6 +195,10 @@ class Writer:
         outcomes: list[tuple[bool, Any]] = []
         try:
             with self.store.transaction(write=True) as tx:
+                # the rows first, in one order: each write would lock its task's row when it came to it, in the
+                # order of the requests, and two batches (threads, server processes) could then each hold a
+                # row the other waits for: a deadlock, which PostgreSQL notices only after a second
+                tx.lock_task_rows([job[4] for job in batch if job[4] is not None])
                 start = 0
                 while start < len(batch):
                     end = self._progress_run(batch, start)
@@ -301,7 +311,7 @@ class Writer:
     @staticmethod
     def _answer(batch: list[_Job], outcomes: list[tuple[bool, Any]]) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
-        for (_write, future, loop, _progress), (ok, value) in zip(batch, outcomes, strict=True):
+        for (_write, future, loop, _progress, _touches), (ok, value) in zip(batch, outcomes, strict=True):
             by_loop.setdefault(loop, []).append((future, ok, value))
         for loop, jobs in by_loop.items():
             # RuntimeError: the loop closed while we wrote; nobody is waiting any more
