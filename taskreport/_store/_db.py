@@ -416,5 +416,7 @@ def _refuse_nul(params: Sequence[Any]) -> None:
     text is checked when it is written; this catches the rest, such as an id or a filter taken from a request,
     as the invalid input it is."""
     for value in params:
-        if isinstance(value, str) and "\x00" in value:
+        if isinstance(value, list):  # an array parameter: its elements are text as much as a plain one
+            _refuse_nul(value)
+        elif isinstance(value, str) and "\x00" in value:
             raise ValidationError("may not contain NUL characters.", code="null_characters_not_allowed")

@@ -89,7 +89,8 @@ class TaskOps:
         SQLite's write transactions hold the whole database already."""
         if self.cur.dialect.name != "postgresql" or not self.cur.write:
             return
-        pairs = sorted({(scope.project_id, str(task_id)) for scope, task_id in tasks})
+        # an id with a NUL names no task (PostgreSQL text can't hold one): its own write is refused, alone
+        pairs = sorted({(scope.project_id, str(task_id)) for scope, task_id in tasks if "\x00" not in str(task_id)})
         if len(pairs) < 2:
             return
         self.cur.execute(

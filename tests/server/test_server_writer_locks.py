@@ -11,7 +11,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from writer_batches import Job, run_as_one_batch
 
+from taskreport._errors import ValidationError
 from taskreport._store import Scope, Tx, open_store
 from taskreport.server._writer import Writer
 
@@ -85,3 +87,23 @@ def test_batches_changing_two_tasks_in_opposite_orders_never_deadlock(postgres_u
     # one batch waited for the other; no write was undone by a deadlock and run again
     assert runs == Counter({(b, t): 1 for b in ("one", "two") for t in (first, second)})
     assert len(final) == 1  # the later batch changed both tasks
+
+
+def test_an_id_no_task_can_have_fails_its_own_write_not_its_batchs(postgres_url: str) -> None:
+    store = open_store(postgres_url)
+    writer = Writer(store, threads=1)
+    writer.start()
+    try:
+        with store.transaction() as tx:
+            scope = tx.ensure_project("acme", "web")
+            first, second = (tx.create_task(scope, {"name": name})["id"] for name in ("first", "second"))
+
+        def change(task_id: str) -> Job:
+            return (lambda tx: tx.update_task(scope, task_id, {"data": {"n": 1}})), None, (scope, task_id)
+
+        answers = run_as_one_batch(writer, [change(first), change("bad\x00id"), change(second)])
+    finally:
+        writer.stop()
+        store.close()
+    assert [answer["id"] for answer in (answers[0], answers[2])] == [first, second]
+    assert isinstance(answers[1], ValidationError) and "NUL" in str(answers[1])

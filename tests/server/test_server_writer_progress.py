@@ -3,13 +3,12 @@ its own error, and the store ends where the requests, in their order, would have
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import threading
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from writer_batches import run_as_one_batch
 
 from taskreport._errors import NotFound, ValidationError
 from taskreport._store import Scope, Store, Tx, open_store
@@ -43,29 +42,6 @@ def _progress(scope: Scope, ran_alone: list[str]) -> Callable[[str, int], Update
     return progress
 
 
-def _queue_behind_a_held_write(writer: Writer, writes: list[tuple[Callable[[Tx], Any], Any]]) -> list[Any]:
-    """Run ``writes`` as one batch (queued while the writer is held inside a write of its own); their answers."""
-    inside, release = threading.Event(), threading.Event()
-
-    def hold(tx: Tx) -> None:
-        inside.set()
-        release.wait(10)
-
-    async def scenario() -> list[Any]:
-        first = asyncio.ensure_future(writer.run(hold))
-        await asyncio.to_thread(inside.wait, 10)
-        queued = [asyncio.ensure_future(writer.run(write, progress)) for write, progress in writes]
-        await asyncio.sleep(0.05)
-        release.set()
-        await first
-        return await asyncio.wait_for(asyncio.gather(*queued, return_exceptions=True), 10)
-
-    try:
-        return asyncio.run(scenario())
-    finally:
-        release.set()
-
-
 @dataclasses.dataclass
 class Batch:
     updates: list[tuple[str, int]]
@@ -88,7 +64,7 @@ def _run_batch(store_url: str, count: int, updates: Callable[[list[str], str, st
         ran_alone: list[str] = []
         progress = _progress(scope, ran_alone)
         chosen = updates(ids, watched, store.dialect)
-        answers = _queue_behind_a_held_write(writer, [progress(task_id, value) for task_id, value in chosen])
+        answers = run_as_one_batch(writer, [(*progress(task_id, value), None) for task_id, value in chosen])
         with store.transaction(write=False) as tx:
             final = {task_id: tx.get_task(scope, task_id)["value"] for task_id in [*ids, watched]}
     finally:
