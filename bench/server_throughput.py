@@ -9,13 +9,14 @@ load generator) for a bounded time:
 1. ``GET /api/ping/``: the no-op, through the same uvicorn, ASGI app, routing and negotiation;
 2. ``PATCH /api/{org}/{project}/tasks/{id}/`` with ``{"value": n}``, rotating over many tasks.
 
-Prints requests/s, p50/p99 latency and the PATCH/no-op ratio (target: >= 0.5 with one process), and with
+Prints requests/s, p50/p99 latency and the PATCH/no-op ratio (target: >= 0.5 with one process), how much of
+the machine's cores the server, PostgreSQL and the load generator used during the PATCHes (Linux), and with
 several process counts the gain of each over one process. A PATCH is answered only
 after its transaction committed; to check that, the run records the highest value acknowledged for each
 task and, after stopping the server, reads the database: every task must hold at least that value.
 
     python bench/server_throughput.py [--store sqlite|postgresql] [--workers 1,2,4] [--duration 5]
-        [--connections 32] [--tasks 256] [--python]
+        [--connections 32] [--tasks 256] [--db-pool-size N] [--python]
 """
 
 from __future__ import annotations
@@ -106,7 +107,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(workdir: Path, port: int, db: str, workers: int) -> tuple[subprocess.Popen[str], str]:
+def start_server(workdir: Path, port: int, db: str, workers: int,
+                 extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen[str], str]:  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKREPORT_")}
     env.update(TASKREPORT_HOME=str(workdir / "home"), TASKREPORT_CONFIG=str(workdir / "config.toml"))
     script = Path(sys.executable).parent / "taskreport"
@@ -124,6 +126,7 @@ def start_server(workdir: Path, port: int, db: str, workers: int) -> tuple[subpr
         "warning",
         "--sweep-interval",
         "0",
+        *extra,
     ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
     assert process.stdout is not None
@@ -241,6 +244,45 @@ def run_python(port: int, make: Any, connections: int, duration: float) -> dict[
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
+# -- where the machine's time goes ------------------------------------------------------------------------
+def cpu_seconds(server_pid: int) -> dict[str, float] | None:
+    """CPU seconds used so far by the server's processes (the one started and its children), PostgreSQL's
+    and the load generator's (Linux only; None elsewhere). Sampled before and after a measurement, the
+    difference shows what each took of the cores, and so whether more server processes could gain."""
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").exists():
+        return None
+    import resource
+    tick = os.sysconf("SC_CLK_TCK")
+    used = {"server": 0.0, "postgresql": 0.0, "load generator": 0.0}
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        pid, ppid, seconds = int(entry.name), int(fields[1]), (int(fields[11]) + int(fields[12])) / tick
+        if pid == server_pid or ppid == server_pid:
+            used["server"] += seconds
+        elif name == "postgres":
+            used["postgresql"] += seconds
+    # the load generator: this process (the Python one) and its children that ended (each wrk run)
+    own, ended = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    used["load generator"] = own.ru_utime + own.ru_stime + ended.ru_utime + ended.ru_stime
+    return used
+
+
+def cpu_share(before: dict[str, float] | None, after: dict[str, float] | None, seconds: float) -> str:
+    if before is None or after is None:
+        return "not measured (no /proc)"
+    parts = [f"{name} {(after[name] - before.get(name, 0.0)) / seconds:.2f}" for name in after]
+    total = sum(after[name] - before.get(name, 0.0) for name in after) / seconds
+    return f"{total:.2f} of {os.cpu_count()} cores busy ({', '.join(parts)})"
+
+
 def fresh_database(store: str, workdir: Path, n: int) -> str:
     if store == "sqlite":
         return str(workdir / f"bench{n}.db")
@@ -265,7 +307,8 @@ def one_run(args: argparse.Namespace, workdir: Path, workers: int, use_wrk: bool
     """No-op and PATCH rates with ``workers`` server processes on a fresh database; checks persistence."""
     db = fresh_database(args.store, workdir, workers)
     port = free_port()
-    server, token = start_server(workdir, port, db, workers)
+    extra = ("--db-pool-size", str(args.db_pool_size)) if args.db_pool_size else ()
+    server, token = start_server(workdir, port, db, workers, extra)
     base = f"http://127.0.0.1:{port}"
     prefix = "/api/local/default/tasks/"
     try:
@@ -294,7 +337,9 @@ def one_run(args: argparse.Namespace, workdir: Path, workers: int, use_wrk: bool
         measure("noop", 1.0)  # warm up both paths (imports, connections, database pages) in every process
         measure("patch", 1.0)
         noop = measure("noop", args.duration)
+        before, started = cpu_seconds(server.pid), time.monotonic()
         patch = measure("patch", args.duration)
+        patch["cpu"] = cpu_share(before, cpu_seconds(server.pid), time.monotonic() - started)
     finally:
         server.send_signal(signal.SIGINT)
         server.wait(30)
@@ -319,6 +364,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--tasks", type=int, default=256, help="tasks the PATCHes rotate over")
+    parser.add_argument("--db-pool-size", type=int, default=0,
+                        help="passed to serve (PostgreSQL: writer threads are 2 fewer, at most 6)")
     parser.add_argument("--python", action="store_true", help="use the Python load generator even if wrk exists")
     args = parser.parse_args()
     use_wrk = shutil.which("wrk") is not None and not args.python
@@ -346,6 +393,7 @@ def main() -> None:
                 f"   p99 {result['p99_us'] / 1000:6.2f} ms   errors {result['errors']}  non-2xx {result['non2xx']}"
             )
         print(f"  ratio PATCH/no-op: {patch['rate'] / noop['rate']:.2f}x (target >= 0.5x with one process)")
+        print(f"  during the PATCHes: {patch['cpu']}")
         if n != counts[0]:
             gain = patch["rate"] / first["patch"]["rate"]
             print(f"  PATCH/s against {counts[0]} process(es): {gain:.2f}x")
