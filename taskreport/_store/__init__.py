@@ -160,6 +160,11 @@ class Store:
         so that the same work run again can succeed."""
         return self.db.dialect.conflict(exc)
 
+    def connection_lost(self, exc: BaseException) -> bool:
+        """True when ``exc`` says the connection to the database went away (a restart): a new transaction
+        takes a new connection."""
+        return self.db.dialect.connection_lost(exc)
+
     def close(self) -> None:
         self.db.close()
 

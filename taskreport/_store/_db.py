@@ -71,6 +71,10 @@ class Dialect(abc.ABC):
         the same work, run again alone, can succeed."""
         return False
 
+    def connection_lost(self, exc: BaseException) -> bool:
+        """True when ``exc`` says the connection went away (any connection's: no connection needed)."""
+        return False
+
     #: connections come from a pool, one per transaction, instead of one per thread
     pooled = False
 
@@ -247,7 +251,9 @@ class Database:
                 yield Cursor(conn, self.dialect, True)
             except BaseException as exc:
                 if self.dialect.disconnected(conn, exc):
+                    # as a transaction that finds its connection gone: the pool's others likely went with it
                     self._drop(conn)
+                    self.dialect.recover()
                 else:
                     self._checkin(conn)
                 raise

@@ -103,6 +103,11 @@ class PostgresDialect(Dialect):
 
         return bool(conn.closed) or isinstance(exc, psycopg.OperationalError)
 
+    def connection_lost(self, exc: BaseException) -> bool:
+        import psycopg
+
+        return isinstance(exc, psycopg.OperationalError)
+
     def conflict(self, exc: BaseException) -> bool:
         from psycopg import errors
 

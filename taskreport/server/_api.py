@@ -44,7 +44,9 @@ class Api:
         costs the server."""
         scope = request.scope
         host = next((value for name, value in scope["headers"] if name == b"host"), None)
-        key = (scope.get("scheme"), host, scope.get("app_root_path", scope.get("root_path")), scope.get("server"))
+        server = scope.get("server")  # a list under some servers (Starlette's TestClient): not hashable
+        root = scope.get("app_root_path", scope.get("root_path"))
+        key = (scope.get("scheme"), host, root, tuple(server) if server is not None else None)
         base = self._bases.get(key)
         if base is None:
             base = str(request.base_url).rstrip("/")

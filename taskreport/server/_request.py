@@ -95,7 +95,7 @@ def _overdue(loop: asyncio.AbstractEventLoop) -> _Overdue:
     if watch is None or watch.loop is not loop:
         for key, other in list(_OVERDUE.items()):
             if other.loop.is_closed():
-                del _OVERDUE[key]
+                _OVERDUE.pop(key, None)  # another loop's thread may be doing the same
         watch = _OVERDUE[id(loop)] = _Overdue(loop)
     return watch
 

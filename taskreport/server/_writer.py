@@ -50,12 +50,20 @@ def unavailable() -> ServerError:
     return ServerError("Service temporarily unavailable, try again later.", code="service_unavailable", status_code=503)
 
 
-def _statement_failed(exc: Exception) -> None:
+def _one_set_of_columns(batch: list[_Job]) -> bool:
+    """Whether the batch's progress updates all set the same fields: then they are one statement, which commits
+    alone (several, each committing on its own, could leave the batch half written when a later one failed)."""
+    return len({tuple(sorted(job[3][2])) for job in batch if job[3] is not None}) == 1
+
+
+def _statement_failed(exc: Exception, lost: bool) -> None:
     """After the statement that writes many progress updates failed (not a clash): each of them is written
-    alone next, and gets its own answer."""
-    if isinstance(exc, TaskReportError):
-        # one request's input the database can not take (a NUL in a task id): its write alone is refused
-        logger.debug("taskreport server: progress updates in one statement refused (%s); writing them one by one", exc)
+    the ordinary way next, and gets its own answer. ``lost``: the database connection went away."""
+    if isinstance(exc, TaskReportError) or lost:
+        # one request's input the database can not take (a NUL in a task id), or a connection the database
+        # closed (a restart): written the ordinary way, each write gets its own refusal or a new connection
+        logger.debug("taskreport server: progress updates in one statement failed (%r); writing them one by one",
+                     exc)  # fmt: skip
         return
     # not expected: the same writes one by one still get their answers, and the suite hears of it
     _internal.report("progress updates in one statement failed; writing them one by one", exc)
@@ -185,9 +193,10 @@ class Writer:
         if fired and self.on_commit is not None:
             self.on_commit()
 
-    def _write(self, batch: list[_Job]) -> tuple[list[tuple[bool, Any]], int]:
-        """Run the batch in one transaction: each write's outcome, and the firings the transaction queued."""
-        if self._progress_run(batch, 0) == len(batch):
+    def _write(self, batch: list[_Job], *, together: bool = True) -> tuple[list[tuple[bool, Any]], int]:
+        """Run the batch in one transaction: each write's outcome, and the firings the transaction queued.
+        ``together``: progress updates that follow each other are written in one statement."""
+        if together and self._progress_run(batch, 0) == len(batch) and _one_set_of_columns(batch):
             return self._write_statement(batch)
         if len(batch) == 1:
             outcome, fired = self._write_alone(batch[0])
@@ -195,13 +204,16 @@ class Writer:
         outcomes: list[tuple[bool, Any]] = []
         try:
             with self.store.transaction(write=True) as tx:
-                # the rows first, in one order: each write would lock its task's row when it came to it, in the
-                # order of the requests, and two batches (threads, server processes) could then each hold a
-                # row the other waits for: a deadlock, which PostgreSQL notices only after a second
-                tx.lock_task_rows([job[4] for job in batch if job[4] is not None])
+                if all(job[4] is not None for job in batch):
+                    # the rows first, in one order: each write would lock its task's row when it came to it,
+                    # in the order of the requests, and two batches (threads, server processes) could then
+                    # each hold a row the other waits for: a deadlock, which PostgreSQL notices only after a
+                    # second. Only when every write says which task it changes: a write that may lock more
+                    # (a batch request takes advisory locks first) keeps its own order.
+                    tx.lock_task_rows([job[4] for job in batch if job[4] is not None])
                 start = 0
                 while start < len(batch):
-                    end = self._progress_run(batch, start)
+                    end = self._progress_run(batch, start) if together else start + 1
                     if end - start > 1:
                         outcomes += self._write_progress(tx, batch[start:end])
                         start = end
@@ -246,7 +258,7 @@ class Writer:
         except Exception as exc:
             if self.store.conflict(exc):
                 return [(False, exc)] * len(run)  # each runs again alone, as after any clash
-            _statement_failed(exc)
+            _statement_failed(exc, self.store.connection_lost(exc))
             rows = {}
         outcomes: list[tuple[bool, Any]] = []
         for job in run:
@@ -278,19 +290,18 @@ class Writer:
         except Exception as exc:
             if self.store.conflict(exc):
                 return [(False, exc)] * len(batch), 0  # each runs again alone, as after any clash
-            _statement_failed(exc)
+            _statement_failed(exc, self.store.connection_lost(exc))
             rows = {}
+        # the updates the statement could not take (a task with a live action, an unknown one), written the
+        # ordinary way: together in one transaction, as they would have been without the statement
+        rest = [n for n, job in enumerate(batch) if job[3] is not None and job[3][1] not in rows]
+        written, fired = self._write([batch[n] for n in rest], together=False) if rest else ([], 0)
+        theirs = iter(written)
         outcomes: list[tuple[bool, Any]] = []
-        fired = 0
         for job in batch:
             assert job[3] is not None
             row = rows.get(job[3][1])
-            if row is not None:
-                outcomes.append((True, row))
-                continue
-            outcome, more = self._write_alone(job)
-            outcomes.append(outcome)
-            fired += more
+            outcomes.append((True, row) if row is not None else next(theirs))
         return outcomes, fired
 
     def _write_alone(self, job: _Job) -> tuple[tuple[bool, Any], int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -254,3 +255,42 @@ def test_idempotency_key_header_makes_a_repeated_action_post_add_one_action(live
         assert ids == [first.json()["id"], second.json()["id"], *unkeyed]
         too_long = http.post(url, json=action, headers={"Idempotency-Key": "k" * 256})
         assert too_long.status_code == 400 and too_long.json()["errors"][0]["attr"] == "Idempotency-Key"
+
+
+def test_a_scope_that_gives_its_server_as_a_list_is_served(sqlite_url: str) -> None:
+    # the ASGI spec allows "server" as a two-item list (Starlette's test client sends one): links follow Host
+    from taskreport.server import ServerSettings, create_app
+
+    app = create_app(ServerSettings(store_url=sqlite_url, sweep_interval=0))
+    with app.store.transaction() as tx:
+        tx.ensure_project("acme", "web")
+        token = tx.create_token("acme", name="in process")
+
+    async def call(method: str, path: str, host: bytes, body: bytes = b"") -> tuple[int, Any]:
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
+                 "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+                 "headers": [(b"host", host), (b"authorization", f"Token {token}".encode()),
+                             (b"content-type", b"application/json")],
+                 "client": ["127.0.0.1", 5000], "server": ["127.0.0.1", 8000]}  # fmt: skip
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await app(scope, receive, send)
+        return sent[0]["status"], json.loads(sent[1]["body"])
+
+    async def scenario() -> None:
+        try:
+            status, made = await call("POST", "/api/acme/web/tasks/", b"testserver", b'{"name": "t"}')
+            assert status == 201, made
+            assert made["url"] == f"http://testserver/api/acme/web/tasks/{made['id']}/"
+            status, again = await call("GET", f"/api/acme/web/tasks/{made['id']}/", b"tasks.example.com")
+            assert (status, again["url"]) == (200, f"http://tasks.example.com/api/acme/web/tasks/{made['id']}/")
+        finally:
+            await app.shutdown()
+
+    asyncio.run(scenario())
