@@ -99,9 +99,7 @@ class PostgresDialect(Dialect):
         return bool(row["taken"])
 
     def disconnected(self, conn: Any, exc: BaseException) -> bool:
-        import psycopg
-
-        return bool(conn.closed) or isinstance(exc, psycopg.OperationalError)
+        return bool(conn.closed) or self.connection_lost(exc)
 
     def connection_lost(self, exc: BaseException) -> bool:
         import psycopg

@@ -15,8 +15,8 @@ Progress updates (a PATCH of ``value`` alone, the commonest request by far) that
 are written in one statement rather than a savepoint, an update and a release each: on PostgreSQL that is
 three round trips a request fewer (persisted PATCH/s 0.18x -> 0.37x the no-op app, same run). A batch of
 nothing but such updates is that one statement alone, committed by itself: on PostgreSQL one round trip
-instead of five (BEGIN, SAVEPOINT, the update, RELEASE, COMMIT), which with the cheaper request handling
-around it doubled persisted PATCH/s there.
+instead of five (BEGIN, SAVEPOINT, the update, RELEASE, COMMIT); with the cheaper request handling around
+it, persisted PATCH/s there went up 1.3-1.5x (same session, alternating runs).
 """
 
 from __future__ import annotations
@@ -276,8 +276,8 @@ class Writer:
 
     def _write_statement(self, batch: list[_Job]) -> tuple[list[tuple[bool, Any]], int]:
         """A batch of progress updates alone, the commonest batch by far, as one statement that commits on its
-        own (on PostgreSQL: one round trip, where a transaction with a savepoint took five). Each update it
-        could not take (an unknown task, one with a live action) is then written alone, the ordinary way."""
+        own (on PostgreSQL: one round trip, where a transaction with a savepoint took five). The updates it
+        could not take (an unknown task, one with a live action) are then written the ordinary way."""
         items = [job[3] for job in batch if job[3] is not None]
         scope = items[0][0]
         try:
@@ -294,8 +294,8 @@ class Writer:
             rows = {}
         # the updates the statement could not take (a task with a live action, an unknown one), written the
         # ordinary way: together in one transaction, as they would have been without the statement
-        rest = [n for n, job in enumerate(batch) if job[3] is not None and job[3][1] not in rows]
-        written, fired = self._write([batch[n] for n in rest], together=False) if rest else ([], 0)
+        rest = [job for job in batch if job[3] is not None and job[3][1] not in rows]
+        written, fired = self._write(rest, together=False) if rest else ([], 0)
         theirs = iter(written)
         outcomes: list[tuple[bool, Any]] = []
         for job in batch:
