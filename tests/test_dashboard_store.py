@@ -63,7 +63,8 @@ def test_filters_and_paging_match_the_tasks(store: Store) -> None:
     both = walk(store, scope, tag="env:prod", statuses=["success"])
     assert both == [ids[i] for i in newest if i % 4 == 0 and i % 3 == 0]
     assert walk(store, scope, name="send", statuses=["processing", "error"]) == [
-        ids[i] for i in newest if i % 2 == 0 and i % 3 != 0]
+        ids[i] for i in newest if i % 2 == 0 and i % 3 != 0
+    ]
     assert walk(store, scope, name="no such name") == []
 
 
@@ -164,3 +165,56 @@ def test_public_details_is_a_project_setting(store: Store) -> None:
         assert dash.project_settings(tx, scope.project_id) == {"public_details": True}
         with pytest.raises(NotFound):
             dash.set_public_details(tx, "acme", "nope", True)
+
+
+def test_changed_since_across_minutes_in_order(store: Store) -> None:
+    """On PostgreSQL the feed walks the minute a task changed in, not ``updated`` (migration 7): changes an
+    hour, a minute and a second apart still come oldest first, and only those after the moment asked."""
+    scope, ids = make_tasks(store, [{}, {}, {}, {}])
+    base = 60 * (int(time.time()) // 60) - 3600
+    stamps = [base + 3599.5, base - 0.25, base + 60.0, base + 59.999]  # the last two a thousandth apart
+    with store.transaction() as tx:
+        for task_id, stamp in zip(ids, stamps, strict=True):
+            tx.cur.execute("UPDATE tasks SET updated = ? WHERE public_id = ?", (stamp, task_id))
+    order = [task_id for _, task_id in sorted(zip(stamps, ids, strict=True))]
+    with store.transaction(write=False) as tx:
+        assert [r["id"] for r in dash.changed_since(tx.cur, base - 3600, [scope.project_id])] == order
+        assert [r["id"] for r in dash.changed_since(tx.cur, base + 59.999, [scope.project_id])] == order[2:]
+        assert [r["id"] for r in dash.changed_since(tx.cur, base - 0.25, [scope.project_id], limit=2)] == order[1:3]
+
+
+def _in_place(tx: Any) -> dict[str, int]:
+    """Updates of ``tasks`` this session counted and has not yet reported, and how many were in place (HOT)."""
+    row = tx.cur.one("SELECT pg_stat_get_xact_tuples_updated('tasks'::regclass) AS updated,"
+                     " pg_stat_get_xact_tuples_hot_updated('tasks'::regclass) AS hot")  # fmt: skip
+    return {"updated": int(row["updated"]), "hot": int(row["hot"])}
+
+
+@pytest.mark.postgres
+def test_progress_updates_on_postgresql_touch_no_index(postgres_url: str) -> None:
+    """A PATCH of a running task's value is the commonest write: PostgreSQL writes it in place (a HOT update,
+    no new entry in any of the table's indexes) since no index holds ``value`` or ``updated``. Each round is
+    its own transaction, as the server's are, so that the last round's row versions can be cleared away."""
+    store = open_store(postgres_url)
+    try:
+        scope, ids = make_tasks(store, [{"status": "processing"} for _ in range(10)])
+        seen = []
+        for n in range(6):
+            with store.transaction() as tx:
+                before = _in_place(tx)
+                if n % 2:
+                    for task_id in ids:
+                        tx.update_task(scope, task_id, {"value": n})
+                else:
+                    assert len(tx.update_progress_many(scope, [(t, {"value": n, "value_max": 200}) for t in ids])) == 10
+                after = _in_place(tx)
+                seen.append({key: after[key] - before[key] for key in after})
+        assert seen == [{"updated": 10, "hot": 10}] * 6
+        with store.transaction() as tx:
+            before = _in_place(tx)
+            tx.update_task(scope, ids[0], {"status": "success"})
+            after = _in_place(tx)
+        # the status is indexed: a new entry in the indexes, as it must be
+        assert {key: after[key] - before[key] for key in after} == {"updated": 1, "hot": 0}
+    finally:
+        store.close()

@@ -21,6 +21,7 @@ from taskreport._store import (
     _migrations,
     open_store,
 )
+from taskreport._store import _dashboard as dash
 from taskreport._validation import validate_action, validate_task
 
 T0 = 1_700_000_000.0
@@ -812,6 +813,31 @@ def test_later_migration_applies_on_open(store_url: str, monkeypatch: pytest.Mon
     s = open_store(store_url)
     assert _versions(s) == list(range(1, SCHEMA_VERSION + 2))
     s.close()
+
+
+def test_a_store_made_before_in_place_progress_upgrades(store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Migration 7 (no index on ``updated``; on PostgreSQL a generated minute column) on a store holding
+    tasks: they read back as they were, the live feed still finds their changes, and progress still writes."""
+    with monkeypatch.context() as early:
+        early.setattr(_migrations, "MIGRATIONS", _migrations.MIGRATIONS[:6])
+        early.setattr(_migrations, "LATEST", 6)
+        s = open_store(store_url)
+        with s.transaction() as tx:
+            scope = tx.ensure_project("acme", "web")
+        tasks = [create(s, scope, status="processing", data={"n": n}) for n in range(3)]
+        mark = time.time()
+        s.close()
+    s = open_store(store_url)
+    try:
+        assert _versions(s) == list(range(1, SCHEMA_VERSION + 1))
+        assert [get(s, scope, t["id"]) for t in tasks] == tasks
+        time.sleep(0.01)
+        with s.transaction() as tx:
+            assert tx.update_progress(scope, tasks[1]["id"], {"value": 40}) is not None
+            changed = dash.changed_since(tx.cur, mark, [scope.project_id])
+        assert [(r["id"], r["value"]) for r in changed] == [(tasks[1]["id"], 40)]
+    finally:
+        s.close()
 
 
 def test_failed_migration_leaves_the_store_as_it_was(store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
