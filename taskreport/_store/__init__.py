@@ -22,6 +22,9 @@ What a :class:`Tx` offers:
 - progress in bulk (``_bulk``): ``update_values(scope, [(id, {"value": n}), ...])`` for many tasks at once;
 - ``savepoint()``: a block that, if it raises, is undone alone while the transaction goes on.
 
+Outside transactions, on PostgreSQL, ``store.async_progress`` writes progress updates from an event loop
+(``_aio``): the server's commonest write without a writer thread.
+
 ``fields`` are validated first (:mod:`taskreport._validation`); every operation raises
 :class:`~taskreport.ValidationError` (naming the field) or :class:`~taskreport.NotFound` for what it refuses.
 """
@@ -36,6 +39,7 @@ from contextlib import contextmanager
 from . import _bulk
 from ._accounts import TOKEN_PREFIX, AccountOps, TokenInfo
 from ._actions import ActionOps
+from ._aio import AsyncProgress
 from ._db import Cursor, Database, Row
 from ._listing import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_TAG_FILTERS, ListingOps
 from ._migrations import LATEST as SCHEMA_VERSION
@@ -54,6 +58,7 @@ __all__ = [
     "MAX_TAG_FILTERS",
     "SCHEMA_VERSION",
     "TOKEN_PREFIX",
+    "AsyncProgress",
     "Page",
     "Row",
     "Scope",
@@ -130,6 +135,8 @@ class Store:
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = url
         self.db = Database(dialect_for(url, pool_size))
+        #: progress updates from an event loop, on PostgreSQL (see ``_aio``); None elsewhere
+        self.async_progress = AsyncProgress(url, self.db.dialect.sql) if self.db.dialect.name == "postgresql" else None
         try:
             migrate(self.db)
         except BaseException:
@@ -166,6 +173,8 @@ class Store:
         return self.db.dialect.connection_lost(exc)
 
     def close(self) -> None:
+        if self.async_progress is not None:
+            self.async_progress.close()
         self.db.close()
 
     def __repr__(self) -> str:

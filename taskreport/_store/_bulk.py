@@ -33,7 +33,7 @@ def qualifies(fields: Mapping[str, Any]) -> bool:
 _LIVE_ACTION = "EXISTS (SELECT 1 FROM actions a WHERE a.task_id = tasks.id AND a.status <> 'cancelled')"
 
 
-def _by_columns(items: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[tuple[str, ...], list[list[Any]]]:
+def by_columns(items: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[tuple[str, ...], list[list[Any]]]:
     """The items grouped by the fields they set, each as its values (in the columns' order), then its id."""
     groups: dict[tuple[str, ...], list[list[Any]]] = {}
     for task_id, fields in items:
@@ -42,10 +42,10 @@ def _by_columns(items: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[tuple[st
     return groups
 
 
-def _values(cur: Cursor, columns: tuple[str, ...], count: int) -> str:
+def _values(dialect: str, columns: tuple[str, ...], count: int) -> str:
     """``(VALUES (...), ...) AS v`` for ``count`` rows of the columns then an id (``v.column1``...)."""
     # PostgreSQL types a VALUES list from its first row: say what each column is
-    casts = ["::bigint"] * len(columns) + ["::text"] if cur.dialect.name == "postgresql" else [""] * (len(columns) + 1)
+    casts = ["::bigint"] * len(columns) + ["::text"] if dialect == "postgresql" else [""] * (len(columns) + 1)
     marks = "(" + ", ".join(f"?{cast}" for cast in casts) + ")"
     return f"(VALUES {', '.join([marks] * count)}) AS v"
 
@@ -54,8 +54,9 @@ def _assignments(columns: tuple[str, ...]) -> str:
     return ", ".join(f"{c} = v.column{n}" for n, c in enumerate(columns, start=1))
 
 
-def update_values(cur: Cursor, scope: Scope, items: Sequence[tuple[str, Mapping[str, Any]]],
-                  now: float | None = None) -> set[str]:
+def update_values(
+    cur: Cursor, scope: Scope, items: Sequence[tuple[str, Mapping[str, Any]]], now: float | None = None
+) -> set[str]:
     """Write the qualifying ``(task id, fields)`` items; returns the ids of those written. Items of unknown
     tasks, or of tasks with a live action, are left for the caller (their ids are absent)."""
     now = time.time() if now is None else now
@@ -69,7 +70,7 @@ def update_values(cur: Cursor, scope: Scope, items: Sequence[tuple[str, Mapping[
         )
     }
     written: set[str] = set()
-    for columns, rows in _by_columns([(task_id, fields) for task_id, fields in items if task_id not in busy]).items():
+    for columns, rows in by_columns([(task_id, fields) for task_id, fields in items if task_id not in busy]).items():
         if cur.dialect.name == "postgresql" or sqlite3.sqlite_version_info >= (3, 33):
             matched = _update_from_values(cur, scope, columns, rows, now)
         else:
@@ -96,33 +97,40 @@ def update_one(cur: Cursor, scope: Scope, task_id: str, fields: Mapping[str, Any
     )
 
 
-def update_returning(cur: Cursor, scope: Scope, items: Sequence[tuple[str, Mapping[str, Any]]],
-                     now: float) -> dict[str, Row]:
+def update_returning(
+    cur: Cursor, scope: Scope, items: Sequence[tuple[str, Mapping[str, Any]]], now: float
+) -> dict[str, Row]:
     """Several requests' qualifying progress (distinct task ids) in one statement per set of columns: the rows
     as written, by task id. A task that is unknown or has a live action is absent, for the caller to write the
     ordinary way. The server's writer groups the PATCHes of one batch here: one statement instead of a
     savepoint, an update and a release for each (on PostgreSQL, three round trips a request)."""
     out: dict[str, Row] = {}
-    for columns, rows in _by_columns(items).items():
-        width = len(columns) + 1
-        values = _values(cur, columns, len(rows))
-        if cur.dialect.name == "postgresql":
-            # rows locked in one order (id), so that two batches touching the same tasks wait for each other
-            # instead of deadlocking (PostgreSQL would notice only after deadlock_timeout, a second)
-            query = (f"WITH v AS (SELECT * FROM {values}), mine AS (SELECT tasks.id FROM tasks JOIN v ON"
-                     f" tasks.public_id = v.column{width} WHERE tasks.project_id = ? ORDER BY tasks.id FOR UPDATE)"
-                     f" UPDATE tasks SET {_assignments(columns)}, updated = ? FROM v WHERE tasks.id IN"
-                     f" (SELECT id FROM mine) AND tasks.public_id = v.column{width} AND NOT {_LIVE_ACTION}"
-                     " RETURNING tasks.*")  # fmt: skip
-            params = [*(value for row in rows for value in row), scope.project_id, now]
-        else:
-            # SQLite's RETURNING takes no table name: its * is the updated table's columns alone
-            query = (f"UPDATE tasks SET {_assignments(columns)}, updated = ? FROM {values} WHERE tasks.project_id = ?"
-                     f" AND tasks.public_id = v.column{width} AND NOT {_LIVE_ACTION} RETURNING *")  # fmt: skip
-            params = [now, *(value for row in rows for value in row), scope.project_id]
+    for columns, rows in by_columns(items).items():
+        query, params = returning_statement(cur.dialect.name, scope, columns, rows, now)
         for row in cur.all(query, params):
             out[row["public_id"]] = row
     return out
+
+
+def returning_statement(dialect: str, scope: Scope, columns: tuple[str, ...], rows: Sequence[Sequence[Any]],
+                        now: float) -> tuple[str, list[Any]]:  # fmt: skip
+    """The statement of :func:`update_returning` for one set of columns (``?`` for its parameters), and its
+    parameters: ``rows`` are each the columns' values, then the task id (distinct ids)."""
+    width = len(columns) + 1
+    values = _values(dialect, columns, len(rows))
+    if dialect == "postgresql":
+        # rows locked in one order (id), so that two batches touching the same tasks wait for each other
+        # instead of deadlocking (PostgreSQL would notice only after deadlock_timeout, a second)
+        query = (f"WITH v AS (SELECT * FROM {values}), mine AS (SELECT tasks.id FROM tasks JOIN v ON"
+                 f" tasks.public_id = v.column{width} WHERE tasks.project_id = ? ORDER BY tasks.id FOR UPDATE)"
+                 f" UPDATE tasks SET {_assignments(columns)}, updated = ? FROM v WHERE tasks.id IN"
+                 f" (SELECT id FROM mine) AND tasks.public_id = v.column{width} AND NOT {_LIVE_ACTION}"
+                 " RETURNING tasks.*")  # fmt: skip
+        return query, [*(value for row in rows for value in row), scope.project_id, now]
+    # SQLite's RETURNING takes no table name: its * is the updated table's columns alone
+    query = (f"UPDATE tasks SET {_assignments(columns)}, updated = ? FROM {values} WHERE tasks.project_id = ?"
+             f" AND tasks.public_id = v.column{width} AND NOT {_LIVE_ACTION} RETURNING *")  # fmt: skip
+    return query, [now, *(value for row in rows for value in row), scope.project_id]
 
 
 def _update_from_values(cur: Cursor, scope: Scope, columns: tuple[str, ...], rows: list[list[Any]],
@@ -134,7 +142,8 @@ def _update_from_values(cur: Cursor, scope: Scope, columns: tuple[str, ...], row
     matched = 0
     for start in range(0, len(rows), _VALUES_CHUNK):
         chunk = rows[start : start + _VALUES_CHUNK]
-        query = (f"UPDATE tasks SET {_assignments(columns)}, updated = ? FROM {_values(cur, columns, len(chunk))}"
+        values = _values(cur.dialect.name, columns, len(chunk))
+        query = (f"UPDATE tasks SET {_assignments(columns)}, updated = ? FROM {values}"
                  f" WHERE tasks.project_id = ? AND tasks.public_id = v.column{len(columns) + 1}")  # fmt: skip
         params = [now, *(value for row in chunk for value in row), scope.project_id]
         matched += int(cur.execute(query, params).rowcount)
@@ -146,6 +155,11 @@ def _existing(cur: Cursor, scope: Scope, ids: list[str]) -> list[str]:
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
         marks = ", ".join("?" * len(chunk))
-        found += [row["public_id"] for row in cur.all(
-            f"SELECT public_id FROM tasks WHERE project_id = ? AND public_id IN ({marks})", [scope.project_id, *chunk])]
+        found += [
+            row["public_id"]
+            for row in cur.all(
+                f"SELECT public_id FROM tasks WHERE project_id = ? AND public_id IN ({marks})",
+                [scope.project_id, *chunk],
+            )
+        ]
     return found

@@ -52,9 +52,7 @@ def _timeout_option(f: F) -> F:
 
 
 def _data_options(f: F) -> F:
-    f = click.option(
-        "--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Set a tag (repeatable)."
-    )(f)
+    f = click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Set a tag (repeatable).")(f)
     return click.option(
         "--data",
         "data",

@@ -11,8 +11,9 @@ from starlette.requests import Request
 
 from .._config import parse_project_key
 from .._errors import NotFound
-from .._store import TOKEN_PREFIX, Scope, Store, TokenInfo, Tx
+from .._store import TOKEN_PREFIX, Scope, Store, TaskRow, TokenInfo, Tx
 from ._auth import RateLimiter, TokenCache, authentication_failed, token_from_header
+from ._progress import ProgressLane
 from ._request import Ctx, decode_body, read_body
 from ._settings import ServerSettings
 from ._writer import Progress, Touches, Writer
@@ -30,6 +31,8 @@ class Api:
         self.store = store
         self.writer = writer
         self._start = start
+        progress = store.async_progress if settings.loop_progress else None
+        self.lane = None if progress is None else ProgressLane(store, progress, max_batch=settings.max_batch)
         self.tokens = TokenCache(settings.token_cache_seconds)
         self.limiter = RateLimiter(settings.rate_limit) if settings.rate_limit else None
         self.login_limiter = RateLimiter(settings.login_rate_limit) if settings.login_rate_limit else None
@@ -70,6 +73,14 @@ class Api:
         ``touches`` (the one task it changes): see :meth:`Writer.run`."""
         self._start()
         return await self.writer.run(write, progress, touches)
+
+    async def write_progress(self, progress: Progress) -> TaskRow | None:
+        """A progress update written from the event loop (PostgreSQL), the task as written; None when it was
+        not (SQLite, an unknown task, one with a live action, a failure): then :meth:`write` writes it."""
+        if self.lane is None or self.writer.closed:
+            return None
+        self._start()
+        return await self.lane.write(*progress)
 
     async def authenticate(self, request: Request) -> tuple[TokenInfo, tuple[str, str] | None]:
         """The credential's token, and the project it is limited to when it is a project key."""

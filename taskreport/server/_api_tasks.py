@@ -79,7 +79,9 @@ async def _update_task(api: Api, ctx: Ctx, *, partial: bool) -> Response:
         fast = tx.update_progress(scope, task_id, fields) if progress else None
         return fast or tx.update_task(scope, task_id, fields)
 
-    row = await api.write(write, progress, (scope, task_id))
+    row = await api.write_progress(progress) if progress else None
+    if row is None:
+        row = await api.write(write, progress, (scope, task_id))
     return json_response(render_task(row, ctx.base, api.public_link))
 
 
@@ -113,8 +115,9 @@ async def create_action(api: Api, ctx: Ctx) -> Response:
     task_id = ctx.params["task"]
     key = idempotency_key(ctx.request)
     # a repeat with the same key answers with the action the first made (201 both times)
-    row = await api.write(lambda tx: tx.create_action(scope, task_id, fields, idempotency_key=key),
-                          touches=(scope, task_id))
+    row = await api.write(
+        lambda tx: tx.create_action(scope, task_id, fields, idempotency_key=key), touches=(scope, task_id)
+    )
     return json_response(render_action(row), 201)
 
 

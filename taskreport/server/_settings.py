@@ -75,10 +75,13 @@ class ServerSettings:
     max_batch_ops: int = 1000
     #: writes committed together at most, by the group-commit writer
     max_batch: int = 256
-    #: PostgreSQL: connections this process opens at most, and writer threads among them (SQLite has
-    #: one writer whatever this says: the database takes one at a time)
+    #: PostgreSQL: connections this process's pool opens at most, and writer threads among them (SQLite has
+    #: one writer whatever this says: the database takes one at a time); with ``loop_progress``, one more
     db_pool_size: int = 10
     writer_threads: int = 6
+    #: PostgreSQL: progress updates (a PATCH of value/value_max alone) written by the event loop itself, on a
+    #: connection of its own beside the pool, instead of by a writer thread (see ``_progress``)
+    loop_progress: bool = True
 
     def __post_init__(self) -> None:
         if self.email_domains is not None:
