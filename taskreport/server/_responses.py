@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -15,7 +16,6 @@ from .._store import Row, scrub
 from .._timeutil import to_iso
 
 JSON_TYPE = "application/json"
-_TASK_TIMES = ("created", "updated", "start_time", "end_time")
 
 
 #: made once: json.dumps with options makes an encoder for every call
@@ -48,15 +48,48 @@ def server_error_response() -> Response:
     return json_response(server_error_body(), 500)
 
 
+#: characters quote() never changes: an id made of them is its own path segment
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]+")
+#: the start of a task's URL, per (base, organization, project): the same few for nearly every response
+_TASK_URL_PREFIXES: dict[tuple[str, str, str], str] = {}
+#: a task's created, start_time and end_time, rendered: the same on every update of that task
+_TIMES: dict[float, str | None] = {}
+#: entries each of the two caches above keeps at most (cleared when full: the base comes from a Host header)
+_CACHED = 4096
+
+
 def task_url(base: str, organization: str, project: str, task_id: str) -> str:
-    q = urllib.parse.quote
-    return f"{base}/api/{q(organization, safe='')}/{q(project, safe='')}/tasks/{q(task_id, safe='')}/"
+    key = (base, organization, project)
+    prefix = _TASK_URL_PREFIXES.get(key)
+    if prefix is None:
+        q = urllib.parse.quote
+        prefix = f"{base}/api/{q(organization, safe='')}/{q(project, safe='')}/tasks/"
+        if len(_TASK_URL_PREFIXES) >= _CACHED:
+            _TASK_URL_PREFIXES.clear()
+        _TASK_URL_PREFIXES[key] = prefix
+    if not _UNRESERVED.fullmatch(task_id):
+        task_id = urllib.parse.quote(task_id, safe="")
+    return f"{prefix}{task_id}/"
+
+
+def _fixed_time(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    text = _TIMES.get(epoch)
+    if text is None:
+        text = to_iso(epoch)
+        if len(_TIMES) >= _CACHED:
+            _TIMES.clear()
+        _TIMES[epoch] = text
+    return text
 
 
 def render_task(row: Row, base: str, public_link: Callable[[str, Row], str] | None = None) -> dict[str, Any]:
     out = dict(row)
-    for key in _TASK_TIMES:
-        out[key] = to_iso(row[key])
+    out["created"] = _fixed_time(row["created"])
+    out["updated"] = to_iso(row["updated"])  # new on every write: remembering it would only push others out
+    out["start_time"] = _fixed_time(row["start_time"])
+    out["end_time"] = _fixed_time(row["end_time"])
     tts = row["time_to_start"]
     out["time_to_start"] = None if tts is None else f"{tts:.6f}"
     out["url"] = out["public_url"] = task_url(base, row["organization"], row["project"], row["id"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from starlette.requests import ClientDisconnect, Request
@@ -114,8 +115,9 @@ def build_router(api: Api, routes: Mapping[str, Resource], mounts: Sequence[Base
     after the API (a ``Mount("/", app)`` takes every other path)."""
     api_routes: list[BaseRoute] = []
     for path, resource in routes.items():
-        endpoint = Endpoint(api, resource)
-        # clients of the API send the trailing slash: that form is tried first
-        api_routes += [Route(path + "/", endpoint), Route(path, endpoint)]
+        route = Route(path, Endpoint(api, resource))
+        # one route takes both forms (two routes cost a miss each for every request to the routes after them)
+        route.path_regex = re.compile(route.path_regex.pattern.removesuffix("$") + "/?$")
+        api_routes.append(route)
     inner = Router(api_routes, redirect_slashes=False, default=not_found)
     return Router([Mount("/api", app=inner), *mounts], redirect_slashes=False, default=not_found)
