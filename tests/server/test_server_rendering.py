@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import urllib.parse
 
 from taskreport._timeutil import to_iso
-from taskreport.server._responses import render_task, task_url
+from taskreport.server._responses import dumps, render_task, task_url
 
 
 def _expected(base: str, organization: str, project: str, task_id: str) -> str:
@@ -34,3 +35,13 @@ def test_task_times_render_as_before_on_every_update() -> None:
             to_iso(row[k]) for k in ("created", "updated", "start_time", "end_time")]  # fmt: skip
         assert out["url"] == out["public_url"] == "http://h/api/acme/web/tasks/t1/"
         assert out["time_to_start"] == "0.250000"
+
+
+def test_response_json_is_compact_utf8_and_takes_what_orjson_refuses() -> None:
+    body = {"id": "AbC", "name": "näme ✓", "value": 42, "data": {"nested": [1, None, True, "x"], "f": 0.5},
+            "tags": {}, "parent": None, "value_max": 9223372036854775807}  # fmt: skip
+    stdlib = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    assert dumps(body) == stdlib
+    # beyond 64 bits, and a lone surrogate (a row stored before text was checked): never a 500
+    assert dumps({"n": 2**70}) == b'{"n":1180591620717411303424}'
+    assert json.loads(dumps({"name": "bad \udfff"})) == {"name": "bad \ufffd"}
