@@ -139,7 +139,9 @@ class Client:
         if parent is not None and not isinstance(parent, (Task, str)):
             raise ValidationError("must be a Task or a task id.", attr="parent")
         if heartbeat is not None:
-            if isinstance(heartbeat, bool) or not isinstance(heartbeat, (int, float)) or not (0 < heartbeat < 2**30):
+            if isinstance(heartbeat, bool) or not isinstance(heartbeat, (int, float)) or not (
+                0 < heartbeat < 2**30
+            ):
                 raise ValidationError(f"must be a positive number of seconds, not {heartbeat!r}.", attr="heartbeat")
             if fields.get("stale_timeout") is None:
                 fields["stale_timeout"] = max(1, round(heartbeat * 2))
@@ -222,9 +224,8 @@ class Client:
         """A handle on an existing task, fetched now."""
         self._check_enabled()
         record = TaskRecord.from_api(self.transport.get_task(str(task_id)))
-        state = {
-            k: v for k, v in record.to_api().items() if k in ("name", "status", "value", "value_max", "data", "tags")
-        }
+        state = {k: v for k, v in record.to_api().items() if k in ("name", "status", "value", "value_max", "data",
+                                                                     "tags")}
         entry = Entry(record.ref or new_ref(), state, born_here=False, task_id=record.id)
         return self._handle(entry, record.parent, record)
 

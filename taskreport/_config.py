@@ -22,7 +22,6 @@ def _tomllib() -> Any:
         import tomli as tomllib
     return tomllib
 
-
 LOCAL_ORGANIZATION = "local"
 DEFAULT_PROJECT = "default"
 #: config-file and environment keys, in the order they are written

@@ -107,3 +107,5 @@ def _chunks(
             task.update(**fields)
         else:
             owner.iteration_ended(exhausted or (total is not None and count >= total), outcome, fields)
+
+

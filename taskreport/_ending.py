@@ -110,15 +110,13 @@ class Ending:
         except Exception as exc:
             _internal.report("closing the transport failed", exc)
 
-    def _spool(
-        self, own: list[tuple[Entry, dict[str, Any]]], backlog: list[tuple[Entry, dict[str, Any]]], claimed: list[Path]
-    ) -> None:
+    def _spool(self, own: list[tuple[Entry, dict[str, Any]]], backlog: list[tuple[Entry, dict[str, Any]]],
+               claimed: list[Path]) -> None:
         items = own + backlog
         directory = self.settings.spool_dir
         if items and directory is None:
-            logger.warning(
-                "taskreport: %d task change(s) not delivered before exit were dropped (spool is off)", len(own)
-            )
+            logger.warning("taskreport: %d task change(s) not delivered before exit were dropped (spool is off)",
+                           len(own))
             return
         if items and directory is not None:
             try:
@@ -160,3 +158,4 @@ class Ending:
             finally:
                 self.waiters -= 1
         return count, not len(self.backlog) and not self.disabled
+

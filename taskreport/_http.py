@@ -59,10 +59,8 @@ def check_url(url: str, allow_insecure_http: bool, wire: Wire) -> None:
     this machine unless told to."""
     if "://" not in url:
         if url.startswith(("/", "./", "../", "~")) or url.endswith((".db", ".sqlite", ".sqlite3")):
-            raise ConfigurationError(
-                f"{url!r} is not a URL: for a store file, use sqlite://{url} "
-                "(or leave the URL out for the default store)"
-            )
+            raise ConfigurationError(f"{url!r} is not a URL: for a store file, use sqlite://{url} "
+                                     "(or leave the URL out for the default store)")
         raise ConfigurationError(f"{url!r} is not a URL: did you mean http://{url} (or https://{url})?")
     if any(c in url for c in "\\ \t\r\n") or any(ord(c) < 32 or ord(c) == 127 for c in url):
         raise ConfigurationError(f"refusing the URL {url!r}: it contains a backslash, a space or a control character")
@@ -177,13 +175,7 @@ class HttpTransport:
 
     # -- requests ----------------------------------------------------------------------------------
     def _raw(
-        self,
-        method: str,
-        url: str,
-        *,
-        body: Any = None,
-        data: bytes | None = None,
-        params: Any = None,
+        self, method: str, url: str, *, body: Any = None, data: bytes | None = None, params: Any = None,
         headers: dict[str, str] | None = None,
     ) -> Answer:
         all_headers = dict(self._headers)
@@ -438,3 +430,4 @@ class HttpTransport:
 
     def cancel_action(self, task_id: str, action_id: int) -> None:
         self.request("DELETE", f"{self._actions_url(task_id)}{int(action_id)}/")
+

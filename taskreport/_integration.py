@@ -53,9 +53,8 @@ def require(module: str, minimum: str, *, package: str | None = None, integratio
     try:
         imported = importlib.import_module(module)
     except ImportError:
-        raise DidNotEnable(
-            f"{who} needs {dist} >= {minimum}, which is not installed (pip install '{dist}>={minimum}')"
-        ) from None
+        raise DidNotEnable(f"{who} needs {dist} >= {minimum}, which is not installed "
+                           f"(pip install '{dist}>={minimum}')") from None
     try:
         version = importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
@@ -71,7 +70,8 @@ def setup(integrations: Iterable[Integration]) -> dict[str, Integration]:
     chosen: dict[str, Integration] = {}
     for integration in integrations:
         if not isinstance(integration, Integration):
-            raise ConfigurationError(f"not an integration: {integration!r} (pass instances, e.g. CeleryIntegration())")
+            raise ConfigurationError(f"not an integration: {integration!r} (pass instances, e.g. "
+                                     "CeleryIntegration())")
         kind = type(integration)
         identifier = kind.identifier or kind.__qualname__
         with _lock:

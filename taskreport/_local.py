@@ -84,11 +84,8 @@ class LocalTransport:
         # one transaction for the whole round: progress of known tasks in bulk, every other op on its own,
         # a bad one rolled back alone with a savepoint
         with self._tx() as (tx, scope):
-            bulk = [
-                (i, op)
-                for i, op in enumerate(ops)
-                if op.kind == "update" and op.task_id is not None and bulk_qualifies(op.fields)
-            ]
+            bulk = [(i, op) for i, op in enumerate(ops)
+                    if op.kind == "update" and op.task_id is not None and bulk_qualifies(op.fields)]
             if bulk:
                 written = tx.update_values(scope, [(str(op.task_id), op.fields) for _, op in bulk])
                 for i, op in bulk:

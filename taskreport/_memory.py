@@ -114,22 +114,9 @@ class MemoryTransport:
     def _new(self, ref: str | None, name: str, now: float) -> Row:
         task_id = f"mem{next(self._ids):08d}"
         row: Row = dict.fromkeys(_PLAIN)
-        row.update(
-            id=task_id,
-            organization=self.organization,
-            project=self.project,
-            name=name,
-            status="pending",
-            value_max=100,
-            data=None,
-            tags={},
-            parent=None,
-            ref=ref,
-            created=now,
-            updated=now,
-            url="",
-            public_url="",
-        )
+        row.update(id=task_id, organization=self.organization, project=self.project, name=name,
+                   status="pending", value_max=100, data=None, tags={}, parent=None, ref=ref, created=now,
+                   updated=now, url="", public_url="")
         self._rows[task_id] = row
         if ref is not None:
             self._by_ref[ref] = task_id
@@ -158,9 +145,8 @@ class MemoryTransport:
             return None
         parent = self._rows.get(str(parent_id))
         if parent is None:
-            raise ValidationError(
-                f"Invalid pk {parent_id!r} - object does not exist.", attr="parent", code="does_not_exist"
-            )
+            raise ValidationError(f"Invalid pk {parent_id!r} - object does not exist.", attr="parent",
+                                  code="does_not_exist")
         if parent["parent"] is not None:
             raise ValidationError("Tasks nest one level deep: the parent already has a parent.", attr="parent")
         return str(parent_id)
@@ -246,16 +232,9 @@ class MemoryTransport:
         if key is not None and (task_id, key) in self._action_keys:
             return self._action_keys[(task_id, key)]
         actions = self._actions.setdefault(task_id, [])
-        action = {
-            "id": sum(len(a) for a in self._actions.values()),
-            "task": task_id,
-            "status": "active",
-            "trigger": fields["trigger"],
-            "integration": fields["integration"],
-            "config": _json(fields.get("config")),
-            "created": now,
-            "updated": now,
-        }
+        action = {"id": sum(len(a) for a in self._actions.values()), "task": task_id, "status": "active",
+                  "trigger": fields["trigger"], "integration": fields["integration"],
+                  "config": _json(fields.get("config")), "created": now, "updated": now}
         actions.append(action)
         if key is not None:
             self._action_keys[(task_id, key)] = action
@@ -282,11 +261,8 @@ class MemoryTransport:
         start = int(cursor or 0)
         size = page_size or 100
         more = start + size < len(rows)
-        return PageResult(
-            rows[start : start + size],
-            str(start + size) if more else None,
-            str(max(0, start - size)) if start else None,
-        )
+        return PageResult(rows[start:start + size], str(start + size) if more else None,
+                          str(max(0, start - size)) if start else None)
 
     def list_actions(self, task_id: str) -> list[Row]:
         with self._lock:
@@ -328,11 +304,8 @@ def _matches(row: Row, filters: Mapping[str, Any]) -> bool:
         if wanted is None:
             continue
         if key == "tag":
-            pairs = (
-                wanted.items()
-                if isinstance(wanted, Mapping)
-                else [str(w).split(":", 1) for w in (wanted if isinstance(wanted, (list, tuple)) else [wanted])]
-            )
+            pairs = wanted.items() if isinstance(wanted, Mapping) else [str(w).split(":", 1) for w in (
+                wanted if isinstance(wanted, (list, tuple)) else [wanted])]
             if any(row["tags"].get(k) != v for k, v in pairs):
                 return False
         elif key in ("status", "name", "parent", "external_id", "ref") and str(row.get(key)) != str(

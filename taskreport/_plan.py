@@ -54,11 +54,8 @@ class Planner:
             except ValidationError as exc:
                 self.invalid += 1
                 self.log.log(
-                    logging.ERROR,
-                    f"invalid:{exc.attr}",
-                    "taskreport: ignoring an invalid field of task %s: %s",
-                    entry.ref,
-                    exc,
+                    logging.ERROR, f"invalid:{exc.attr}", "taskreport: ignoring an invalid field of task %s: %s",
+                    entry.ref, exc,
                 )
         if clean.get("status") == "stale":
             del clean["status"]
@@ -95,12 +92,10 @@ class Planner:
                 self._create_attached(entry, fields, backlog, now)
             else:
                 self.log.log(
-                    logging.WARNING,
-                    "orphan",
+                    logging.WARNING, "orphan",
                     "taskreport: task %s was created in another process (before a fork) that had not sent it "
                     "yet, and this service has no task references: its updates from here are dropped "
-                    "(call task.wait_id() before forking to avoid this)",
-                    entry.ref,
+                    "(call task.wait_id() before forking to avoid this)", entry.ref,
                 )
         if refs and creates:
             # parents first, then children, then updates: a child's parent then exists when it arrives
@@ -133,11 +128,8 @@ class Planner:
         parent = entry.parent
         if parent is not None and parent.failed and parent.id is None:
             self.log.log(
-                logging.WARNING,
-                "parent",
-                "taskreport: task %s is sent without its parent %s, which the service refused",
-                entry.ref,
-                parent.ref,
+                logging.WARNING, "parent",
+                "taskreport: task %s is sent without its parent %s, which the service refused", entry.ref, parent.ref,
             )
         elif parent is not None:
             if parent.id is not None:
@@ -150,12 +142,9 @@ class Planner:
                 return False
             else:
                 self.log.log(
-                    logging.WARNING,
-                    "parent",
+                    logging.WARNING, "parent",
                     "taskreport: task %s is sent without its parent %s, whose id can't be known here (a "
-                    "reference from another process, on a service without references)",
-                    entry.ref,
-                    parent.ref,
+                    "reference from another process, on a service without references)", entry.ref, parent.ref,
                 )
         elif entry.parent_id is not None:
             body["parent"] = entry.parent_id
@@ -169,19 +158,14 @@ class Planner:
         """A task known here by reference only, on a service that has no references: nothing can find the
         task its creator made, so it is created again from here, marked with the reference, and logged."""
         self.log.log(
-            logging.WARNING,
-            "attach",
+            logging.WARNING, "attach",
             "taskreport: this service has no task references, so the task attached by reference %s is "
-            "created again from this process (its data carries taskreport_ref to join the two)",
-            entry.ref,
+            "created again from this process (its data carries taskreport_ref to join the two)", entry.ref,
         )
         data = fields.get("data")
         body = {"name": entry.name_hint or entry.ref, **fields}
-        body["data"] = (
-            {**data, "taskreport_ref": entry.ref}
-            if isinstance(data, dict)
-            else {**({} if data is None else {"data": data}), "taskreport_ref": entry.ref}
-        )
+        body["data"] = {**data, "taskreport_ref": entry.ref} if isinstance(data, dict) else {
+            **({} if data is None else {"data": data}), "taskreport_ref": entry.ref}
         entry.pid = os.getpid()
         entry.birth = body
         now.append(Planned(entry, Op("create", entry.ref, None, dict(body)), {}, backlog))

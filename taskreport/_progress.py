@@ -21,7 +21,6 @@ from ._validation import INT64_MAX
 
 T = TypeVar("T")
 
-
 class progress(Generic[T]):  # lower case: used like a function, as tqdm is
     """``for item in progress(items, name="resize"):`` reports the loop as a task, like ``tqdm(items)``.
 

@@ -102,12 +102,8 @@ class Rounds:
                         paused = True
                     # a create goes again from the entry's frozen fields; an update from its own
                     again.append((entry, p.fields if p.op.kind == "update" else {}, p.backlog))
-                    self.log.log(
-                        logging.WARNING,
-                        f"retry:{type(result).__name__}",
-                        "taskreport: delivery failed (%s); will retry",
-                        result,
-                    )
+                    self.log.log(logging.WARNING, f"retry:{type(result).__name__}",
+                                 "taskreport: delivery failed (%s); will retry", result)
                 elif verdict is Verdict.STOP:
                     self._stop_reporting(result)
                 else:
@@ -138,25 +134,16 @@ class Rounds:
             self.delivery_error = exc
         self.failed += 1
         if op.kind == "create" and attr in ("parent", "parent_ref") and (entry.parent or entry.parent_id):
-            self.log.log(
-                logging.WARNING,
-                "badparent",
-                "taskreport: the service refused the parent of task %s (%s); it is recorded without one",
-                entry.ref,
-                exc,
-            )
+            self.log.log(logging.WARNING, "badparent",
+                         "taskreport: the service refused the parent of task %s (%s); it is recorded without one",
+                         entry.ref, exc)
             entry.parent, entry.parent_id = None, None
             again.append((entry, {}, p.backlog))
             return
         if attr and attr != "name" and attr in op.fields:
-            self.log.log(
-                logging.ERROR,
-                f"drop:{attr}",
-                "taskreport: the service refused field %r of task %s; the rest is sent without it: %s",
-                attr,
-                entry.ref,
-                exc,
-            )
+            self.log.log(logging.ERROR, f"drop:{attr}",
+                         "taskreport: the service refused field %r of task %s; the rest is sent without it: %s",
+                         attr, entry.ref, exc)
             if op.kind == "create" and entry.birth is not None:
                 entry.birth = {k: v for k, v in entry.birth.items() if k != attr}
                 again.append((entry, {}, p.backlog))
@@ -167,22 +154,14 @@ class Rounds:
             return
         if op.kind == "create" or isinstance(exc, NotFound):
             entry.failed = True
-        self.log.log(
-            logging.ERROR,
-            f"drop:{exc.status_code}",
-            "taskreport: the service rejected a change of task %s and it was dropped: %s",
-            entry.ref,
-            exc,
-        )
+        self.log.log(logging.ERROR, f"drop:{exc.status_code}",
+                     "taskreport: the service rejected a change of task %s and it was dropped: %s", entry.ref, exc)
 
     def _stop_reporting(self, exc: TaskReportError) -> None:
         if not self.disabled:
-            self.log.log(
-                logging.ERROR,
-                "unauthorized",
-                "taskreport: the service refused the API token (%s); reporting is off for this process",
-                exc.detail,
-            )
+            self.log.log(logging.ERROR, "unauthorized",
+                         "taskreport: the service refused the API token (%s); reporting is off for this process",
+                         exc.detail)
         self.disabled = True
         self.failed += 1
         if self.strict and self.delivery_error is None:

@@ -129,17 +129,15 @@ def _from_v1(body: dict[str, Any]) -> list[Record]:
         fields = dict(entry.get("fields") or {})
         task_id = entry.get("task_id")
         parent_key = entry.get("parent_key")
-        records.append(
-            {
-                "ref": refs[str(entry.get("key"))],
-                "id": task_id,
-                "create": None if task_id else fields,
-                "update": fields if task_id else None,
-                "parent_ref": refs.get(str(parent_key)) if parent_key else None,
-                "parent_id": fields.pop("parent", None) if isinstance(fields.get("parent"), str) else None,
-                "name": None,
-            }
-        )
+        records.append({
+            "ref": refs[str(entry.get("key"))],
+            "id": task_id,
+            "create": None if task_id else fields,
+            "update": fields if task_id else None,
+            "parent_ref": refs.get(str(parent_key)) if parent_key else None,
+            "parent_id": fields.pop("parent", None) if isinstance(fields.get("parent"), str) else None,
+            "name": None,
+        })
     return records
 
 

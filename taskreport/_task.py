@@ -78,11 +78,8 @@ def exception_data(exc: BaseException) -> dict[str, Any]:
 def check_client_status(fields: Mapping[str, Any]) -> None:
     status = fields.get("status")
     if getattr(status, "value", status) == "stale":
-        raise ValidationError(
-            "is set by the service when a task stops reporting; a client can't set it.",
-            attr="status",
-            code="invalid_choice",
-        )
+        raise ValidationError("is set by the service when a task stops reporting; a client can't set it.",
+                              attr="status", code="invalid_choice")
 
 
 class Task:
@@ -350,7 +347,9 @@ class Task:
             if key in fields:
                 new, old = fields[key], view.get(key)
                 # dicts first: an ABC check costs more than the rest of a small data update (a log record's)
-                if (type(new) is dict or isinstance(new, Mapping)) and (type(old) is dict or isinstance(old, Mapping)):
+                if (type(new) is dict or isinstance(new, Mapping)) and (
+                    type(old) is dict or isinstance(old, Mapping)
+                ):
                     fields[key] = {**old, **new}
         return terminal
 

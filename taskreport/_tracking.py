@@ -27,7 +27,6 @@ logger = logging.getLogger("taskreport")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-
 def cancelling(exc: BaseException) -> bool:
     """Whether ``exc`` ends a task as ``cancelled`` rather than ``error``: the work was stopped, it did not
     fail. asyncio is looked up, not imported: code that was cancelled by it has imported it already, and

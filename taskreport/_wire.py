@@ -68,9 +68,8 @@ class Answer:
 
 
 class Wire(Protocol):
-    def request(
-        self, method: str, url: str, body: bytes | None, headers: Mapping[str, str], timeout: float
-    ) -> Answer: ...
+    def request(self, method: str, url: str, body: bytes | None, headers: Mapping[str, str],
+                timeout: float) -> Answer: ...
 
     def host_of(self, url: str) -> str:
         """The host this wire would connect to for ``url`` (what the plain-HTTP check must judge)."""
@@ -168,7 +167,8 @@ class StdlibWire:
             conn.sock.settimeout(timeout)
         return conn
 
-    def request(self, method: str, url: str, body: bytes | None, headers: Mapping[str, str], timeout: float) -> Answer:
+    def request(self, method: str, url: str, body: bytes | None, headers: Mapping[str, str],
+                timeout: float) -> Answer:
         import http.client
 
         split = urllib.parse.urlsplit(url)
@@ -223,13 +223,13 @@ class RequestsWire:
             self._local.session = session
         return session
 
-    def request(self, method: str, url: str, body: bytes | None, headers: Mapping[str, str], timeout: float) -> Answer:
+    def request(self, method: str, url: str, body: bytes | None, headers: Mapping[str, str],
+                timeout: float) -> Answer:
         import requests
 
         try:
-            response = self._session().request(
-                method, url, data=body, headers=dict(headers), timeout=timeout, allow_redirects=False
-            )
+            response = self._session().request(method, url, data=body, headers=dict(headers), timeout=timeout,
+                                               allow_redirects=False)
         except requests.RequestException as exc:
             raise WireError(f"{type(exc).__name__}: {exc}") from exc
         return Answer(response.status_code, Headers(response.headers.items()), response.content)

@@ -158,3 +158,4 @@ def capture_tasks(
             # init() ran inside the block: its client stays, as the caller asked, and ours is let go
             _client.swap_client(ours)
         client.close(5.0)  # delivers what is pending (in memory: at once), and lets the client go
+

@@ -54,9 +54,8 @@ def _assignments(columns: tuple[str, ...]) -> str:
     return ", ".join(f"{c} = v.column{n}" for n, c in enumerate(columns, start=1))
 
 
-def update_values(
-    cur: Cursor, scope: Scope, items: Sequence[tuple[str, Mapping[str, Any]]], now: float | None = None
-) -> set[str]:
+def update_values(cur: Cursor, scope: Scope, items: Sequence[tuple[str, Mapping[str, Any]]],
+                  now: float | None = None) -> set[str]:  # fmt: skip
     """Write the qualifying ``(task id, fields)`` items; returns the ids of those written. Items of unknown
     tasks, or of tasks with a live action, are left for the caller (their ids are absent)."""
     now = time.time() if now is None else now
@@ -97,9 +96,8 @@ def update_one(cur: Cursor, scope: Scope, task_id: str, fields: Mapping[str, Any
     )
 
 
-def update_returning(
-    cur: Cursor, scope: Scope, items: Sequence[tuple[str, Mapping[str, Any]]], now: float
-) -> dict[str, Row]:
+def update_returning(cur: Cursor, scope: Scope, items: Sequence[tuple[str, Mapping[str, Any]]],
+                     now: float) -> dict[str, Row]:  # fmt: skip
     """Several requests' qualifying progress (distinct task ids) in one statement per set of columns: the rows
     as written, by task id. A task that is unknown or has a live action is absent, for the caller to write the
     ordinary way. The server's writer groups the PATCHes of one batch here: one statement instead of a
@@ -155,11 +153,6 @@ def _existing(cur: Cursor, scope: Scope, ids: list[str]) -> list[str]:
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
         marks = ", ".join("?" * len(chunk))
-        found += [
-            row["public_id"]
-            for row in cur.all(
-                f"SELECT public_id FROM tasks WHERE project_id = ? AND public_id IN ({marks})",
-                [scope.project_id, *chunk],
-            )
-        ]
+        found += [row["public_id"] for row in cur.all(
+            f"SELECT public_id FROM tasks WHERE project_id = ? AND public_id IN ({marks})", [scope.project_id, *chunk])]
     return found

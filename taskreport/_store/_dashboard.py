@@ -235,9 +235,8 @@ def list_page(
         while True:
             bounded = [*where, after] if position is not None else where
             bound = [*params, position] if position is not None else params
-            window = (
-                f"SELECT {columns} FROM {source} WHERE {' AND '.join(bounded)} ORDER BY {order_by} LIMIT {NAME_CHUNK}"
-            )
+            window = (f"SELECT {columns} FROM {source} WHERE {' AND '.join(bounded)} ORDER BY {order_by}"
+                      f" LIMIT {NAME_CHUNK}")
             rows += tx.cur.all(f"SELECT * FROM ({window}) AS w WHERE {' AND '.join(tests)} ORDER BY w.id {order}"
                                " LIMIT ?", [*bound, *extra, size + 1 - len(rows)])  # fmt: skip
             if len(rows) > size:

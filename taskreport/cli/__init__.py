@@ -32,9 +32,8 @@ COMMANDS = {
     "logout": Lazy("taskreport.cli._account:logout", "Remove the saved token.", _SETUP),
     "configure": Lazy("taskreport.cli._account:configure", "Set the url, organization, project or token.", _SETUP),
     "config": Lazy("taskreport.cli._account:config", "Show the settings and where each came from.", _SETUP),
-    "flush-spool": Lazy(
-        "taskreport.cli._tasks:flush_spool", "Deliver what exited processes left in the spool.", _SERVICE
-    ),
+    "flush-spool": Lazy("taskreport.cli._tasks:flush_spool", "Deliver what exited processes left in the spool.",
+                        _SERVICE),
     "serve": Lazy("taskreport.cli._serve:serve", "Run the task service (the task API) on this machine.", _SERVICE),
     "admin": Lazy(
         "taskreport.cli._admin:admin",

@@ -52,7 +52,9 @@ def _timeout_option(f: F) -> F:
 
 
 def _data_options(f: F) -> F:
-    f = click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Set a tag (repeatable).")(f)
+    f = click.option(
+        "--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Set a tag (repeatable)."
+    )(f)
     return click.option(
         "--data",
         "data",

@@ -38,15 +38,8 @@ if TYPE_CHECKING:
 TAIL_DEFAULT = 10_000
 TAIL_MAX = 256 * 1024
 #: the option that sets each task field, for errors that name a field
-_FIELD_OPTIONS = {
-    "name": "NAME",
-    "tags": "--tag",
-    "data": "--data",
-    "value_max": "--value-max",
-    "external_id": "--external-id",
-    "max_runtime": "--max-runtime",
-    "parent": "--parent",
-}
+_FIELD_OPTIONS = {"name": "NAME", "tags": "--tag", "data": "--data", "value_max": "--value-max",
+                  "external_id": "--external-id", "max_runtime": "--max-runtime", "parent": "--parent"}
 #: ``run`` ends its process once the command's end is reported (False: it returns, for running it in-process)
 ENDS_PROCESS = True
 #: signals that cut the wait for delivery short once the command has ended
@@ -110,67 +103,28 @@ class Notes:
 @click.argument("name")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED, metavar="-- CMD [ARGS]...")
 @click.option("--shell", is_flag=True, help="Run the command line with /bin/sh -c (for pipes, globs, $VARS).")
-@click.option(
-    "--timeout",
-    type=Seconds(positive=True),
-    metavar="SECONDS",
-    help="Stop the command after this long: SIGTERM, then SIGKILL after --kill-after.",
-)
-@click.option(
-    "--kill-after",
-    type=Seconds(),
-    default=10.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="Seconds between SIGTERM and SIGKILL when --timeout is reached.",
-)
-@click.option(
-    "--heartbeat",
-    type=Seconds(positive=True),
-    metavar="SECONDS",
-    help="Touch the task this often while the command runs (stale after twice as long quiet).",
-)
+@click.option("--timeout", type=Seconds(positive=True), metavar="SECONDS",
+              help="Stop the command after this long: SIGTERM, then SIGKILL after --kill-after.")
+@click.option("--kill-after", type=Seconds(), default=10.0, show_default=True, metavar="SECONDS",
+              help="Seconds between SIGTERM and SIGKILL when --timeout is reached.")
+@click.option("--heartbeat", type=Seconds(positive=True), metavar="SECONDS",
+              help="Touch the task this often while the command runs (stale after twice as long quiet).")
 @click.option("--max-runtime", type=WholeNumber(min=1), metavar="SECONDS", help="Expected longest run (a field).")
 @click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Set a tag (repeatable).")
-@click.option(
-    "--data",
-    "data",
-    multiple=True,
-    metavar="KEY=TEXT|KEY:=JSON",
-    help="Set a key of the task's data: text, or with := a JSON value (repeatable).",
-)
-@click.option(
-    "--value-max",
-    type=WholeNumber(min=1),
-    help="The value that means done (progress read from the output is scaled onto it).",
-)
+@click.option("--data", "data", multiple=True, metavar="KEY=TEXT|KEY:=JSON",
+              help="Set a key of the task's data: text, or with := a JSON value (repeatable).")
+@click.option("--value-max", type=WholeNumber(min=1), help="The value that means done (progress read from the "
+              "output is scaled onto it).")
 @click.option("--external-id", metavar="TEXT", help="Your own id for the task.")
-@click.option(
-    "--parent", metavar="ID", help="The task this one is part of [default: the one $TASKREPORT_PARENT names, if set]."
-)
-@click.option(
-    "--tail",
-    type=WholeNumber(min=0, max=TAIL_MAX),
-    default=TAIL_DEFAULT,
-    show_default=True,
-    metavar="BYTES",
-    help="Bytes of the output's end kept in the task's data (0: none).",
-)
-@click.option(
-    "--progress-regex",
-    callback=_regex,
-    metavar="REGEX",
-    help="Read progress with this regex: groups value and max (or percent), else group 1 (and 2).",
-)
+@click.option("--parent", metavar="ID", help="The task this one is part of [default: the one $TASKREPORT_PARENT "
+              "names, if set].")
+@click.option("--tail", type=WholeNumber(min=0, max=TAIL_MAX), default=TAIL_DEFAULT, show_default=True,
+              metavar="BYTES", help="Bytes of the output's end kept in the task's data (0: none).")
+@click.option("--progress-regex", callback=_regex, metavar="REGEX",
+              help="Read progress with this regex: groups value and max (or percent), else group 1 (and 2).")
 @click.option("--no-progress", is_flag=True, help="Don't read progress from the output.")
-@click.option(
-    "--flush-timeout",
-    type=Seconds(),
-    default=5.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="At the end, wait this long for the service to take the task's end, then spool it.",
-)
+@click.option("--flush-timeout", type=Seconds(), default=5.0, show_default=True, metavar="SECONDS",
+              help="At the end, wait this long for the service to take the task's end, then spool it.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing of run's own (the command's output still shows).")
 @click.pass_context
 def run(
@@ -223,15 +177,8 @@ def run(
     task = _start(settings, notes, name, fields, heartbeat, parent, flush_timeout)
     capture = task is not None and (tail > 0 or not no_progress)
     reporter = _Reporter(task, tail, None if no_progress else (progress_regex or default_reading), value_max)
-    child = Child(
-        argv,
-        _environment(settings, task),
-        capture=capture,
-        on_output=reporter.output,
-        timeout=timeout,
-        kill_after=kill_after,
-        on_note=notes.say,
-    )
+    child = Child(argv, _environment(settings, task), capture=capture, on_output=reporter.output,
+                  timeout=timeout, kill_after=kill_after, on_note=notes.say)
     outcome = child.run()
     if outcome.not_started:
         click.echo(f"taskreport: {outcome.not_started}", err=True)  # what a shell would have said

@@ -26,8 +26,7 @@ from typing import Any
 
 #: forwarded to the command
 FORWARDED = tuple(
-    getattr(signal, name)
-    for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
     if hasattr(signal, name)
 )
 #: sent by the terminal to its whole foreground process group (the command too) when a key is pressed
@@ -180,9 +179,8 @@ class Child:
         if self.timeout is not None:
             # on a thread of its own: a time limit must hold even while our output is stuck (a reader that
             # stopped reading blocks us in a write, as it would block the command without us)
-            watch = threading.Thread(
-                target=self._watch_time, args=(proc, ended), name="taskreport-run-timeout", daemon=True
-            )
+            watch = threading.Thread(target=self._watch_time, args=(proc, ended), name="taskreport-run-timeout",
+                                     daemon=True)
             watch.start()
         try:
             while proc.poll() is None:

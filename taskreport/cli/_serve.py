@@ -128,7 +128,9 @@ def run_server(app: Any, sock: socket.socket, **uvicorn_options: Any) -> None:
 
 @click.command()
 @click.option("--host", envvar="TASKREPORT_SERVE_HOST", default="127.0.0.1", show_default=True, help="Address to bind.")
-@click.option("--port", envvar="TASKREPORT_SERVE_PORT", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option(
+    "--port", envvar="TASKREPORT_SERVE_PORT", type=click.IntRange(0, 65535), default=8000, show_default=True
+)
 @click.option(
     "--db",
     envvar="TASKREPORT_SERVE_DB",

@@ -65,16 +65,8 @@ class Settings:
     _propagate: bool = dataclasses.field(default=True, repr=False)
 
     def given(self) -> dict[str, Any]:
-        return {
-            k: v
-            for k, v in (
-                ("url", self.url),
-                ("token", self.token),
-                ("organization", self.organization),
-                ("project", self.project),
-            )
-            if v is not None
-        }
+        return {k: v for k, v in (("url", self.url), ("token", self.token), ("organization", self.organization),
+                                  ("project", self.project)) if v is not None}
 
     @property
     def config(self) -> Config:

@@ -203,8 +203,7 @@ class TerminalView(View):
             lines = [*lines[: room - 1], f"… {hidden} more line(s): a taller terminal shows them"]
         running = sum(not t.ended for t in tracked)
         footer = problem or (
-            f"{len(tracked)} task(s), {running} running · Ctrl-C stops watching"
-            if running
+            f"{len(tracked)} task(s), {running} running · Ctrl-C stops watching" if running
             else f"{len(tracked)} task(s) ended"
         )
         lines.append(self.style.paint(footer[: max(10, width - 1)], "33" if problem else "2"))

@@ -99,15 +99,8 @@ def add(task: Task, record: dict[str, Any], owner: Owner, every: float, threaded
         _schedule()
 
 
-def add_locked(
-    task: Task,
-    record: dict[str, Any],
-    owner: Owner,
-    every: float,
-    threaded: bool,
-    error: dict[str, Any] | None = None,
-    status: str | None = None,
-) -> None:
+def add_locked(task: Task, record: dict[str, Any], owner: Owner, every: float, threaded: bool,
+               error: dict[str, Any] | None = None, status: str | None = None) -> None:
     """:func:`add` for the rarer cases: a task's first record, an error record (handed over at once, with
     ``status`` to set, if any), a client with no sender thread (nothing waits: a flush hands over)."""
     busy = _busy

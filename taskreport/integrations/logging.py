@@ -95,9 +95,8 @@ class LoggingIntegration(Integration):
         if isinstance(tail, bool) or not isinstance(tail, int) or not 1 <= tail <= 10_000:
             raise ValidationError(f"must be a number of records from 1 to 10000, not {tail!r}.", attr="tail")
         if isinstance(max_message, bool) or not isinstance(max_message, int) or max_message < 16:
-            raise ValidationError(
-                f"must be a number of characters of at least 16, not {max_message!r}.", attr="max_message"
-            )
+            raise ValidationError(f"must be a number of characters of at least 16, not {max_message!r}.",
+                                  attr="max_message")
         for attr, value in (("key", key), ("error_key", error_key)):
             if not isinstance(value, str) or not value:
                 raise ValidationError(f"must be a non-empty string, not {value!r}.", attr=attr)
@@ -134,27 +133,15 @@ class LoggingIntegration(Integration):
         return known
 
     # -- attaching ----------------------------------------------------------------------------------
-    def attach(
-        self,
-        task: Task,
-        levelno: int,
-        logger: str,
-        message: str,
-        created: float,
-        exc: BaseException | None = None,
-        levelname: str | None = None,
-    ) -> None:
+    def attach(self, task: Task, levelno: int, logger: str, message: str, created: float,
+               exc: BaseException | None = None, levelname: str | None = None) -> None:
         """Keep one record on ``task`` (the structlog processor's way in; usable for records from elsewhere)."""
         if self.ignores(logger):
             return
         if len(message) > self.max_message:
             message = message[: self.max_message - 1] + "…"
-        kept = {
-            "level": levelname or logging.getLevelName(levelno),
-            "logger": logger,
-            "message": message,
-            "time": int(created * 1000) / 1000,
-        }
+        kept = {"level": levelname or logging.getLevelName(levelno), "logger": logger, "message": message,
+                "time": int(created * 1000) / 1000}
         self._add(task, kept, levelno, exc)
 
     def keep(self, task: Task, record: logging.LogRecord) -> None:
@@ -178,12 +165,8 @@ class LoggingIntegration(Integration):
             message = f"<unformattable message: {type(error).__name__}>"
         if len(message) > self.max_message:
             message = message[: self.max_message - 1] + "…"
-        kept = {
-            "level": record.levelname,
-            "logger": name,
-            "message": message,
-            "time": int(record.created * 1000) / 1000,
-        }
+        kept = {"level": record.levelname, "logger": name, "message": message,
+                "time": int(record.created * 1000) / 1000}
         levelno = record.levelno
         if self.error_level is not None and levelno >= self.error_level:
             exc_info = record.exc_info
@@ -198,11 +181,8 @@ class LoggingIntegration(Integration):
         error = dict(kept)
         if exc is not None:
             details = exception_data(exc)
-            error.update(
-                exception=details["exception"],
-                exception_message=details["message"][:1000],
-                traceback=details["traceback"],
-            )
+            error.update(exception=details["exception"], exception_message=details["message"][:1000],
+                         traceback=details["traceback"])
         _tails.add_locked(task, kept, self, _every, _threaded, error, "error" if self.error_status else None)
 
 

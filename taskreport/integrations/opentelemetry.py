@@ -70,16 +70,14 @@ class OpenTelemetryIntegration(Integration):
 
     identifier = "opentelemetry"
 
-    def __init__(
-        self, *, spans: bool = False, events: bool = True, celery: bool = True, tracer_provider: Any = None
-    ) -> None:
+    def __init__(self, *, spans: bool = False, events: bool = True, celery: bool = True,
+                 tracer_provider: Any = None) -> None:
         for attr, value in (("spans", spans), ("events", events), ("celery", celery)):
             if not isinstance(value, bool):
                 raise ValidationError(f"must be True or False, not {value!r}.", attr=attr)
         if tracer_provider is not None and not hasattr(tracer_provider, "get_tracer"):
-            raise ValidationError(
-                f"must be an OpenTelemetry TracerProvider, not {tracer_provider!r}.", attr="tracer_provider"
-            )
+            raise ValidationError(f"must be an OpenTelemetry TracerProvider, not {tracer_provider!r}.",
+                                  attr="tracer_provider")
         self.spans = spans
         self.events = events
         self.celery = celery
@@ -155,9 +153,8 @@ def _tie(integration: OpenTelemetryIntegration, task: Task, status: str) -> tupl
     valid = current.get_span_context().is_valid
     # a task attached from elsewhere belongs to its creator's trace: it gets a span here only inside one
     if integration.spans and status in RUNNING and (valid or task.entry.pid is not None):
-        span = integration.tracer().start_span(
-            task.name or "task", kind=trace.SpanKind.INTERNAL, attributes={ATTR_REF: task.ref, ATTR_NAME: task.name}
-        )
+        span = integration.tracer().start_span(task.name or "task", kind=trace.SpanKind.INTERNAL,
+                                               attributes={ATTR_REF: task.ref, ATTR_NAME: task.name})
         link = _Link(span, own=True, named=True)
     else:
         if not valid:
@@ -271,15 +268,12 @@ def _end(span: Any, status: str, fields: Mapping[str, Any]) -> None:
         data = data if isinstance(data, Mapping) else {}
         message = str(data.get("message") or data.get("error") or "")
         if data.get("exception"):
-            span.add_event(
-                "exception",
-                {
-                    "exception.type": str(data["exception"]),
-                    "exception.message": message,
-                    "exception.stacktrace": str(data.get("traceback") or ""),
-                    "exception.escaped": True,
-                },
-            )
+            span.add_event("exception", {
+                "exception.type": str(data["exception"]),
+                "exception.message": message,
+                "exception.stacktrace": str(data.get("traceback") or ""),
+                "exception.escaped": True,
+            })
         span.set_status(Status(StatusCode.ERROR, message[:1000] or None))
     else:
         span.set_attribute(ATTR_STATUS, status)

@@ -113,14 +113,12 @@ def apply(tx: Tx, scope: Scope, operation: Operation) -> Result:
         row = tx.create_task(scope, operation.fields, idempotency_key=operation.ref, parent_ref=operation.parent_ref)
         return {"status": 200 if row.replayed else 201, "id": row["id"], "ref": row["ref"]}
     if operation.ref is not None:
-        row = tx.update_task_by_ref(
-            scope, operation.ref, operation.fields, parent_ref=operation.parent_ref, merge=operation.merge
-        )
+        row = tx.update_task_by_ref(scope, operation.ref, operation.fields, parent_ref=operation.parent_ref,
+                                    merge=operation.merge)
     else:
         assert operation.id is not None
-        row = tx.update_task(
-            scope, operation.id, operation.fields, parent_ref=operation.parent_ref, merge=operation.merge
-        )
+        row = tx.update_task(scope, operation.id, operation.fields, parent_ref=operation.parent_ref,
+                             merge=operation.merge)
     return {"status": 200, "id": row["id"], "ref": row["ref"]}
 
 

@@ -115,9 +115,8 @@ async def create_action(api: Api, ctx: Ctx) -> Response:
     task_id = ctx.params["task"]
     key = idempotency_key(ctx.request)
     # a repeat with the same key answers with the action the first made (201 both times)
-    row = await api.write(
-        lambda tx: tx.create_action(scope, task_id, fields, idempotency_key=key), touches=(scope, task_id)
-    )
+    row = await api.write(lambda tx: tx.create_action(scope, task_id, fields, idempotency_key=key),
+                          touches=(scope, task_id))
     return json_response(render_action(row), 201)
 
 

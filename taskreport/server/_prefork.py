@@ -105,3 +105,4 @@ def _reap(running: dict[int, float], timeout: float = 10.0) -> None:
     for pid in running:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+

@@ -32,11 +32,9 @@ def _on_received(sender: Any = None, request: Any = None, **_: Any) -> None:
     if isinstance(task_id, str):
         _received[task_id] = request
 
-
 @_guarded("task_revoked")
-def _revoked(
-    sender: Any = None, request: Any = None, terminated: Any = False, signum: Any = None, expired: Any = False, **_: Any
-) -> None:
+def _revoked(sender: Any = None, request: Any = None, terminated: Any = False, signum: Any = None,
+             expired: Any = False, **_: Any) -> None:
     integration = _integration()
     task_id = getattr(request, "id", None)
     if integration is None or sender is None or not isinstance(task_id, str):
@@ -50,12 +48,10 @@ def _revoked(
         why = f"revoked and terminated while running ({_signal_name(signum)})"
     else:
         why = "revoked before it started"
-    handle = _main_target(
-        integration, task_id, sender, request, header, started=bool(terminated), status="cancelled", why=why
-    )
+    handle = _main_target(integration, task_id, sender, request, header, started=bool(terminated),
+                          status="cancelled", why=why)
     if handle is not None:
         handle.cancel(data={"why": why})
-
 
 def _signal_name(signum: Any) -> str:
     import signal as _signal
@@ -65,18 +61,9 @@ def _signal_name(signum: Any) -> str:
             return _signal.Signals(signum).name
     return str(signum or "SIGTERM")
 
-
-def _main_target(
-    integration: CeleryIntegration,
-    task_id: str,
-    task: Any,
-    request: Any,
-    header: Mapping[str, Any],
-    *,
-    started: bool,
-    status: str | None = None,
-    why: str | None = None,
-) -> Task | None:
+def _main_target(integration: CeleryIntegration, task_id: str, task: Any, request: Any,
+                 header: Mapping[str, Any], *, started: bool, status: str | None = None,
+                 why: str | None = None) -> Task | None:
     """The record of a task whose end the worker's main process saw. It exists if the publisher made it or
     an attempt ran; then it is found by reference (or, on a service without references, by the id a retry
     carried). A task that never started is created here, already ended."""
@@ -84,23 +71,17 @@ def _main_target(
     retries = _retries_of(request)
     name = task.name
     options = integration.options_for(name, task) or _Options(integration, name, {})
-    data = _base_data(
-        integration, options, name, getattr(request, "args", None), getattr(request, "kwargs", None), header, retries
-    )
+    data = _base_data(integration, options, name, getattr(request, "args", None),
+                      getattr(request, "kwargs", None), header, retries)
     made = bool(header.get("made")) or retries > 0 or started
     if made:
         task_ref = header.get("id")
         if not (header.get("refs") or isinstance(task_ref, str) or _refs_known() is True):
             # a service without references can't find a record a pool child made: it is left to the
             # heartbeat, which stops, so the service marks it stale
-            _log.log(
-                logging.WARNING,
-                "celery-main",
-                "taskreport: the end of Celery task %s (%s) can't be reported: the service has no task "
-                "references and the worker process that made its record is gone",
-                name,
-                task_id,
-            )
+            _log.log(logging.WARNING, "celery-main",
+                     "taskreport: the end of Celery task %s (%s) can't be reported: the service has no task "
+                     "references and the worker process that made its record is gone", name, task_id)
             return None
         handle = Task.attach(ref, name=name, id=task_ref if isinstance(task_ref, str) else None)
         # the end's data replaces the record's: what the task itself put there is not known here
@@ -118,7 +99,6 @@ def _main_target(
     fields["status"] = status or "error"
     Task.create(options.fields.get("name", name), ref=ref, parent=_attach_parent(header), **fields)
     return None
-
 
 @_guarded("worker_init")
 def _worker_init(sender: Any = None, **_: Any) -> None:

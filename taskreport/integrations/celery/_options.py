@@ -33,14 +33,12 @@ TASK_FIELDS = ("name", "value_max", "data", "tags", "max_runtime", "stale_timeou
 
 Redactor = Callable[[str, tuple[Any, ...], dict[str, Any]], "tuple[Iterable[Any], Mapping[str, Any]] | None"]
 
-
 def ref_for(celery_id: str) -> str:
     """The task reference of a Celery task id: the same in every process, derived from the id alone."""
     ref = f"celery-{celery_id}"
     if REF_PATTERN.fullmatch(ref):
         return ref
     return "celery-" + hashlib.sha256(celery_id.encode("utf-8", "surrogatepass")).hexdigest()[:48]
-
 
 # -- options ---------------------------------------------------------------------------------------------
 def _patterns(value: Any, attr: str) -> tuple[re.Pattern[str], ...]:
@@ -55,9 +53,9 @@ def _patterns(value: Any, attr: str) -> tuple[re.Pattern[str], ...]:
         elif isinstance(item, str):
             out.append(re.compile(fnmatch.translate(item)))
         else:
-            raise ValidationError(f"must be task name patterns (strings or compiled regexes), not {item!r}.", attr=attr)
+            raise ValidationError(f"must be task name patterns (strings or compiled regexes), not {item!r}.",
+                                  attr=attr)
     return tuple(out)
-
 
 def _seconds(value: Any, attr: str) -> float | None:
     if value is None:
@@ -66,7 +64,6 @@ def _seconds(value: Any, attr: str) -> float | None:
         raise ValidationError(f"must be a positive number of seconds, not {value!r}.", attr=attr)
     return float(value)
 
-
 def _registered_task(name: str) -> Any:
     try:
         from celery import current_app
@@ -74,7 +71,6 @@ def _registered_task(name: str) -> Any:
         return current_app.tasks.get(name)
     except Exception:
         return None
-
 
 class CeleryIntegration(Integration):
     """Report Celery tasks.
@@ -112,13 +108,11 @@ class CeleryIntegration(Integration):
         if not isinstance(record_args, bool):
             raise ValidationError(f"must be True or False, not {record_args!r}.", attr="record_args")
         if isinstance(max_args_size, bool) or not isinstance(max_args_size, int) or max_args_size < 16:
-            raise ValidationError(
-                f"must be a number of characters (16 or more), not {max_args_size!r}.", attr="max_args_size"
-            )
+            raise ValidationError(f"must be a number of characters (16 or more), not {max_args_size!r}.",
+                                  attr="max_args_size")
         if redact_args is not None and not callable(redact_args):
-            raise ValidationError(
-                "must be a function (name, args, kwargs) -> (args, kwargs) or None.", attr="redact_args"
-            )
+            raise ValidationError("must be a function (name, args, kwargs) -> (args, kwargs) or None.",
+                                  attr="redact_args")
         self.auto_track = auto_track
         self.includes = _patterns(includes, "includes")
         self.excludes = _patterns(DEFAULT_EXCLUDES, "excludes") + _patterns(excludes, "excludes")
@@ -162,14 +156,9 @@ class CeleryIntegration(Integration):
                 return None
             return _Options(self, name, {})
         if not isinstance(own, Mapping):
-            _log.log(
-                logging.ERROR,
-                f"celery-options:{name}",
-                "taskreport: task %s: taskreport= must be True, False or a dict of task fields, not %r; "
-                "tracking it with the defaults",
-                name,
-                own,
-            )
+            _log.log(logging.ERROR, f"celery-options:{name}",
+                     "taskreport: task %s: taskreport= must be True, False or a dict of task fields, not %r; "
+                     "tracking it with the defaults", name, own)
             return _Options(self, name, {})
         return _Options(self, name, own)
 
@@ -190,20 +179,14 @@ class CeleryIntegration(Integration):
             try:
                 redacted = self.redact_args(name, args, kwargs)
             except Exception as exc:
-                _log.log(
-                    logging.ERROR,
-                    f"celery-redact:{name}",
-                    "taskreport: redact_args raised %s: %s; no arguments recorded for %s",
-                    type(exc).__name__,
-                    exc,
-                    name,
-                )
+                _log.log(logging.ERROR, f"celery-redact:{name}",
+                         "taskreport: redact_args raised %s: %s; no arguments recorded for %s",
+                         type(exc).__name__, exc, name)
                 return {}
             if redacted is None:
                 return {}
             args, kwargs = tuple(redacted[0]), dict(redacted[1])
         return _bounded({"args": list(args), "kwargs": kwargs}, self.max_args_size)
-
 
 class _Options:
     """How one Celery task is tracked: the integration's options with the task's own on top."""
@@ -219,26 +202,17 @@ class _Options:
             self.heartbeat = _seconds(heartbeat, "heartbeat")
             for key in own:
                 if key not in TASK_FIELDS:
-                    raise ValidationError(
-                        f"is not a task field this integration sets (one of "
-                        f"{', '.join((*TASK_FIELDS, 'heartbeat', 'record_args'))}).",
-                        attr=key,
-                    )
+                    raise ValidationError(f"is not a task field this integration sets (one of "
+                                          f"{', '.join((*TASK_FIELDS, 'heartbeat', 'record_args'))}).", attr=key)
             fields = validate_task({"name": name, **fields}, partial=False)
         except ValidationError as exc:
-            _log.log(
-                logging.ERROR,
-                f"celery-options:{name}",
-                "taskreport: task %s: ignoring its taskreport options: %s",
-                name,
-                exc,
-            )
+            _log.log(logging.ERROR, f"celery-options:{name}",
+                     "taskreport: task %s: ignoring its taskreport options: %s", name, exc)
             self.heartbeat, fields = integration.heartbeat, {"name": name}
         self.record_args = bool(record_args)
         if self.heartbeat is not None and "stale_timeout" not in fields:
             fields["stale_timeout"] = max(1, round(self.heartbeat * 2))
         self.fields = fields
-
 
 def _bounded(value: dict[str, Any], limit: int) -> dict[str, Any]:
     """``value`` as JSON values, or each part cut to text when the whole is over ``limit`` characters."""
@@ -257,7 +231,6 @@ def _bounded(value: dict[str, Any], limit: int) -> dict[str, Any]:
     for key, text in texts.items():
         out[key] = text if len(text) <= share else text[: share - 1] + "…"
     return out
-
 
 class TrackedTask(CeleryTask):  # type: ignore[misc]
     """A Celery task base that opts in to tracking: ``@app.task(base=TrackedTask)``. Subclass it and set

@@ -30,18 +30,9 @@ _CELERY_DIR = os.path.dirname(str(celery.__file__))
 
 #: what Celery's tracer calls after the task's body to send a chain's next step, links, a chord's callback
 #: (``mark_as_done``) and error callbacks (``on_error``)
-_CONTINUING = frozenset(
-    {
-        "_dispatch_callbacks_and_chain",
-        "mark_as_done",
-        "on_error",
-        "handle_error_state",
-        # Celery before 5.6 sends links and a chain's next step from the tracer itself
-        "apply_async",
-        "delay",
-    }
-)
-
+_CONTINUING = frozenset({"_dispatch_callbacks_and_chain", "mark_as_done", "on_error", "handle_error_state",
+                         # Celery before 5.6 sends links and a chain's next step from the tracer itself
+                         "apply_async", "delay"})
 
 def _continuation(skip: int) -> bool:
     """Whether Celery's own code (a chain's next step, a link, a chord's callback) is publishing, rather than
@@ -61,7 +52,6 @@ def _continuation(skip: int) -> bool:
         frame = frame.f_back
     return False
 
-
 def _parent_here(skip: int = 0) -> tuple[bool, Task | None]:
     """(decided, parent) for a task published now: inside a tracked Celery task, its record (or, for
     canvas continuations and for tasks of a task that has a parent, that parent: tasks nest one level)."""
@@ -75,18 +65,10 @@ def _parent_here(skip: int = 0) -> tuple[bool, Task | None]:
         return True, run.parent
     return True, run.parent if run.parent is not None else run.handle
 
-
 # -- publish ----------------------------------------------------------------------------------------------
 @_guarded("before_task_publish")
-def _before_publish(
-    sender: Any = None,
-    body: Any = None,
-    exchange: Any = None,
-    routing_key: Any = None,
-    headers: Any = None,
-    declare: Any = None,
-    **_: Any,
-) -> None:
+def _before_publish(sender: Any = None, body: Any = None, exchange: Any = None, routing_key: Any = None,
+                    headers: Any = None, declare: Any = None, **_: Any) -> None:
     integration = _integration()
     if integration is None or not isinstance(headers, dict):
         return
@@ -133,7 +115,6 @@ def _before_publish(
         header["made"] = header["refs"] = True
     headers[HEADER] = header
 
-
 def _publish_queue(routing_key: Any, declare: Any) -> str | None:
     for queue in declare or ():
         qname = getattr(queue, "name", None)
@@ -141,14 +122,12 @@ def _publish_queue(routing_key: Any, declare: Any) -> str | None:
             return str(qname)[:255]
     return str(routing_key)[:255] if routing_key else None
 
-
 def _body_args(body: Any) -> tuple[Any, Any]:
     if isinstance(body, (tuple, list)) and len(body) >= 2:
         return body[0], body[1]
     if isinstance(body, dict):
         return body.get("args"), body.get("kwargs")
     return (), {}
-
 
 def _publish_retry(integration: CeleryIntegration, run: _Run, headers: dict[str, Any]) -> None:
     """The running task publishes its own retry: the record goes back to pending, with the count and the
@@ -180,7 +159,6 @@ def _publish_retry(integration: CeleryIntegration, run: _Run, headers: dict[str,
     client = current_client()
     if client is not None:
         client.flush(integration.stock_id_timeout)
-
 
 # -- beat ---------------------------------------------------------------------------------------------------
 def _wrap_beat(beat: Any) -> None:

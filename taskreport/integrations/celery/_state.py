@@ -21,9 +21,8 @@ class _Run:
 
     __slots__ = ("__weakref__", "beats", "celery_id", "ended", "handle", "header", "parent", "scope", "started")
 
-    def __init__(
-        self, celery_id: str, handle: Task, parent: Task | None, header: dict[str, Any], started: float
-    ) -> None:
+    def __init__(self, celery_id: str, handle: Task, parent: Task | None, header: dict[str, Any],
+                 started: float) -> None:
         self.celery_id = celery_id
         self.handle = handle
         #: the record's parent (None: none): tasks the run publishes as a canvas's continuation get it too
@@ -34,7 +33,6 @@ class _Run:
         self.scope: Any = None
         #: the record has a heartbeat to stop at the end
         self.beats = False
-
 
 #: the Celery task this context runs (a pool child's task, or an eager task)
 _run_var: contextvars.ContextVar[_Run | None] = contextvars.ContextVar("taskreport_celery_run", default=None)
@@ -53,13 +51,11 @@ _failures: dict[str, list[Any]] = {}
 
 _failures_lock = threading.Lock()
 
-
 def _this_run(task_id: Any) -> _Run | None:
     """The run of ``task_id`` in this context: Celery signals a task's end in the thread that ran it (in the
     threads pool, two attempts of one task may run at once in two threads)."""
     run = _run_var.get()
     return run if run is not None and run.celery_id == task_id else None
-
 
 def _integration() -> CeleryIntegration | None:
     from ..._client import current_client
@@ -69,7 +65,6 @@ def _integration() -> CeleryIntegration | None:
         return None
     return client.integration(CeleryIntegration)
 
-
 def _reporting_off() -> bool:
     """Reporting is switched off in a process whose client was made with this integration."""
     from ..._client import current_client
@@ -77,13 +72,11 @@ def _reporting_off() -> bool:
     client = current_client()
     return client is not None and client.disabled and CeleryIntegration.identifier in client.integrations
 
-
 def _env_parent() -> Task | None:
     from ..._client import current_client
 
     client = current_client()
     return None if client is None else client.env_parent()
-
 
 def _refs_known() -> bool | None:
     """Whether the service knows task references: True, False, or None while unknown."""
@@ -91,7 +84,6 @@ def _refs_known() -> bool | None:
 
     client = current_client()
     return None if client is None else client.transport.refs
-
 
 def _failed(hook: str, exc: BaseException) -> None:
     """An exception inside a hook: reported once per hook and kind (with its traceback), then counted and
@@ -110,10 +102,8 @@ def _failed(hook: str, exc: BaseException) -> None:
     if seen is None:
         _internal.report(f"the Celery integration failed in {hook}; the task goes on untracked there", exc)
     else:
-        logger.error(
-            "taskreport: the Celery integration failed in %s %d more time(s) within the hour: %s", hook, repeats, exc
-        )
-
+        logger.error("taskreport: the Celery integration failed in %s %d more time(s) within the hour: %s",
+                     hook, repeats, exc)
 
 def _guarded(hook: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
     def decorate(func: Callable[..., None]) -> Callable[..., None]:
@@ -127,7 +117,6 @@ def _guarded(hook: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
         return handler
 
     return decorate
-
 
 def _probe(integration: CeleryIntegration) -> threading.Thread | None:
     """Learn, in the background and once per client, whether the service knows task references (its answer
@@ -150,7 +139,6 @@ def _probe(integration: CeleryIntegration) -> threading.Thread | None:
     thread.start()
     return thread
 
-
 def _header_of(request: Any) -> dict[str, Any]:
     """The ``taskreport`` header of a task's request (a Context in the task, a Request in the main process)."""
     if request is None:
@@ -162,14 +150,12 @@ def _header_of(request: Any) -> dict[str, Any]:
         header = headers.get(HEADER) if isinstance(headers, dict) else None
     return header if isinstance(header, dict) else {}
 
-
 def _retries_of(request: Any) -> int:
     retries = getattr(request, "retries", None)
     if retries is None:
         info = getattr(request, "request_dict", None)
         retries = info.get("retries") if isinstance(info, dict) else 0
     return retries if isinstance(retries, int) else 0
-
 
 def _attach_parent(header: Mapping[str, Any]) -> Task | None:
     ref = header.get("parent")
@@ -178,22 +164,13 @@ def _attach_parent(header: Mapping[str, Any]) -> Task | None:
     parent_id = header.get("parent_id")
     return Task.attach(ref, id=parent_id if isinstance(parent_id, str) else None)
 
-
 def _queue_of(request: Any) -> str | None:
     info = getattr(request, "delivery_info", None) or {}
     queue = info.get("routing_key") or info.get("queue")
     return str(queue)[:255] if queue else None
 
-
-def _base_data(
-    integration: CeleryIntegration,
-    options: _Options,
-    name: str,
-    args: Any,
-    kwargs: Any,
-    header: Mapping[str, Any],
-    retries: int,
-) -> dict[str, Any]:
+def _base_data(integration: CeleryIntegration, options: _Options, name: str, args: Any, kwargs: Any,
+               header: Mapping[str, Any], retries: int) -> dict[str, Any]:
     data: dict[str, Any] = {}
     own = options.fields.get("data")
     if isinstance(own, Mapping):

@@ -32,9 +32,8 @@ from ._state import (
 
 # -- the worker: a pool child runs the task ----------------------------------------------------------------
 @_guarded("task_prerun")
-def _prerun(
-    sender: Any = None, task_id: Any = None, task: Any = None, args: Any = None, kwargs: Any = None, **_: Any
-) -> None:
+def _prerun(sender: Any = None, task_id: Any = None, task: Any = None, args: Any = None, kwargs: Any = None,
+            **_: Any) -> None:
     integration = _integration()
     if task is None or not isinstance(task_id, str):
         return
@@ -84,14 +83,9 @@ def _prerun(
     made = bool(header.get("made"))
     if made and not (header.get("refs") or known_id or _refs_known() is True):
         # a service without references finds a record by id only, and this one's is not known here
-        _log.log(
-            logging.WARNING,
-            "celery-lost-id",
-            "taskreport: Celery task %s (%s) goes on in a new record: the service has no task references "
-            "and the id of the record its earlier attempt made did not reach this attempt",
-            name,
-            task_id,
-        )
+        _log.log(logging.WARNING, "celery-lost-id",
+                 "taskreport: Celery task %s (%s) goes on in a new record: the service has no task references "
+                 "and the id of the record its earlier attempt made did not reach this attempt", name, task_id)
         made = False
     if made:
         handle = Task.attach(ref, name=title, id=known_id)
@@ -111,11 +105,9 @@ def _prerun(
         run.beats = True
     _start(run)
 
-
 def _start(run: _Run) -> None:
     run.scope = (_run_var.set(run), use_task(run.handle))
     run.scope[1].__enter__()
-
 
 @_guarded("task_postrun")
 def _postrun(sender: Any = None, task_id: Any = None, **_: Any) -> None:
@@ -131,7 +123,6 @@ def _postrun(sender: Any = None, task_id: Any = None, **_: Any) -> None:
     if run.beats:
         run.handle.heartbeat(None)
 
-
 @_guarded("task_success")
 def _success(sender: Any = None, **_: Any) -> None:
     request = getattr(sender, "request", None)
@@ -140,7 +131,6 @@ def _success(sender: Any = None, **_: Any) -> None:
         return
     run.ended = True
     run.handle.success()
-
 
 @_guarded("task_retry")
 def _retry(sender: Any = None, request: Any = None, reason: Any = None, **_: Any) -> None:
@@ -155,7 +145,6 @@ def _retry(sender: Any = None, request: Any = None, reason: Any = None, **_: Any
     if isinstance(exc, BaseException):
         data.update(exception_data(exc))
     run.handle.update(status="pending", data=data)
-
 
 @_guarded("task_failure")
 def _failure(sender: Any = None, task_id: Any = None, exception: Any = None, **_: Any) -> None:
@@ -188,7 +177,6 @@ def _failure(sender: Any = None, task_id: Any = None, exception: Any = None, **_
     if handle is not None:
         handle.error(exception if isinstance(exception, BaseException) else None, data=data)
 
-
 def _failure_data(task: Any, request: Any, exception: Any) -> dict[str, Any]:
     data: dict[str, Any] = {}
     retries = _retries_of(request)
@@ -209,7 +197,6 @@ def _failure_data(task: Any, request: Any, exception: Any) -> dict[str, Any]:
         if retries and max_retries is not None and retries >= max_retries:
             data["why"] = f"retries exhausted ({retries} of {max_retries})"
     return data
-
 
 def _limit(task: Any, request: Any, *, soft: bool) -> float | None:
     limits = getattr(request, "timelimit", None) or getattr(request, "time_limits", None) or (None, None)

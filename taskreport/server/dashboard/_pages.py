@@ -70,7 +70,6 @@ class Dashboard(Protocol):
 
     def login_nonce(self, request: Request) -> str | None: ...
 
-
 PAGE_SIZE = 50
 #: a live stream is closed after this long (the browser opens another at once), so that a session that ended
 #: or a server going away never holds a stream for ever
@@ -110,15 +109,8 @@ async def login_form(d: Dashboard, request: Request, *, status: int = 200, error
     nonce = d.login_nonce(request) or secrets.token_urlsafe(24)
     keys = await d.keys()
     target = _safe_next(d.root(request), request.query_params.get("next"))
-    response = d.render(
-        request,
-        "login.html",
-        status,
-        csrf=keys.csrf_token("login:" + nonce),
-        error=error,
-        username=username,
-        next=target,
-    )
+    response = d.render(request, "login.html", status, csrf=keys.csrf_token("login:" + nonce), error=error,
+                        username=username, next=target)
     response.set_cookie(LOGIN_COOKIE, nonce, max_age=3600, httponly=True, samesite="strict",
                         secure=d.secure(request), path=f"{d.root(request)}/login")  # fmt: skip
     return response
@@ -207,12 +199,8 @@ async def task_list(d: Dashboard, request: Request) -> Response:
         projects=projects,
         page=page,
         tasks=[
-            dict(
-                t,
-                children=counts.get(t["id"], 0),
-                parent_name=parent_names.get(t["parent"] or ""),
-                elapsed=_views.elapsed(t, now),
-            )
+            dict(t, children=counts.get(t["id"], 0), parent_name=parent_names.get(t["parent"] or ""),
+                 elapsed=_views.elapsed(t, now))
             for t in (page.results if page else [])
         ],
         filters=filters,
@@ -293,7 +281,7 @@ async def add_action(d: Dashboard, request: Request) -> Response:
         config: Any = json.loads(form.get("config") or "{}")
     except ValueError:
         config = None
-        error = 'config: must be JSON, such as {"url": "https://example.com/hook"}.'
+        error = "config: must be JSON, such as {\"url\": \"https://example.com/hook\"}."
     else:
         error = ""
     if not error:
