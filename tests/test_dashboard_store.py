@@ -170,16 +170,18 @@ def test_public_details_is_a_project_setting(store: Store) -> None:
 def test_changed_since_across_minutes_in_order(store: Store) -> None:
     """On PostgreSQL the feed walks the minute a task changed in, not ``updated`` (migration 7): changes an
     hour, a minute and a second apart still come oldest first, and only those after the moment asked."""
-    scope, ids = make_tasks(store, [{}, {}, {}, {}])
+    scope, ids = make_tasks(store, [{}, {}, {}, {}, {}, {}])
     base = 60 * (int(time.time()) // 60) - 3600
-    stamps = [base + 3599.5, base - 0.25, base + 60.0, base + 59.999]  # the last two a thousandth apart
+    # two a thousandth apart across a minute's end; the last two within one minute, the later made first
+    stamps = [base + 3599.5, base - 0.25, base + 60.0, base + 59.999, base + 30.75, base + 30.5]
     with store.transaction() as tx:
         for task_id, stamp in zip(ids, stamps, strict=True):
             tx.cur.execute("UPDATE tasks SET updated = ? WHERE public_id = ?", (stamp, task_id))
     order = [task_id for _, task_id in sorted(zip(stamps, ids, strict=True))]
     with store.transaction(write=False) as tx:
         assert [r["id"] for r in dash.changed_since(tx.cur, base - 3600, [scope.project_id])] == order
-        assert [r["id"] for r in dash.changed_since(tx.cur, base + 59.999, [scope.project_id])] == order[2:]
+        assert [r["id"] for r in dash.changed_since(tx.cur, base + 59.999, [scope.project_id])] == order[4:]
+        assert [r["id"] for r in dash.changed_since(tx.cur, base + 30.5, [scope.project_id])] == order[2:]
         assert [r["id"] for r in dash.changed_since(tx.cur, base - 0.25, [scope.project_id], limit=2)] == order[1:3]
 
 

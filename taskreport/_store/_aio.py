@@ -20,6 +20,9 @@ from ._rows import Scope, TaskRow, task_out
 
 #: after the connection could not be made, how long writes go the ordinary way before the next try
 RETRY_CONNECT_AFTER = 1.0
+#: how long a statement waits for a row another transaction holds (a writer's batch, a batch request) before
+#: it gives up and its updates go the ordinary way: the loop's one connection must not stall every update
+LOCK_TIMEOUT_MS = 50
 
 
 class AsyncProgress:
@@ -38,18 +41,21 @@ class AsyncProgress:
         self._locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
         self._pid = os.getpid()
         self._failed_at = 0.0
+        #: set when this loop can't have such a connection at all (Windows' proactor loop): never tried again
+        self._unusable = False
         self._closed = False
 
     @property
     def available(self) -> bool:
         """False while a recent connection attempt failed (the database is down or refusing): then the
         ordinary way is taken at once instead of waiting on another attempt per write."""
-        return not self._closed and time.monotonic() - self._failed_at >= RETRY_CONNECT_AFTER
+        return not (self._closed or self._unusable) and time.monotonic() - self._failed_at >= RETRY_CONNECT_AFTER
 
     async def update_many(self, scope: Scope, items: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, TaskRow]:
         """The items (distinct task ids of ``scope``, each qualifying) written, as ``Tx.update_progress_many``
         would: the rows written by id; the ids absent were not written (unknown, or a task with a live
-        action). Raises what the database raised; nothing is written then."""
+        action). Raises what the database raised: nothing of that set of fields is written then (each set is
+        one statement that commits on its own; the server sends one set at a time)."""
         if self._closed:
             raise RuntimeError("the store is closed")
         loop = asyncio.get_running_loop()
@@ -87,8 +93,16 @@ class AsyncProgress:
 
         try:
             conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True, row_factory=dict_row)
+        except psycopg.OperationalError:
+            self._failed_at = time.monotonic()  # the database is down or refusing: tried again later
+            raise
+        except Exception:
+            self._unusable = True  # not the database's doing (an event loop psycopg can't use): never again
+            raise
+        try:
+            await conn.execute(f"SET lock_timeout = {LOCK_TIMEOUT_MS}")
         except BaseException:
-            self._failed_at = time.monotonic()
+            _finish(conn)
             raise
         self._conns[loop] = conn
         return conn

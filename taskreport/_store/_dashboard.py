@@ -370,8 +370,9 @@ def changed_since(cur: Cursor, since: float, project_ids: Sequence[int], limit: 
         rows = cur.all(
             f"SELECT {columns} FROM tasks WHERE updated_minute >= ? AND updated > ? AND project_id IN ({marks})"
             " ORDER BY updated_minute, updated LIMIT ?",
-            # a minute early, so that rounding in either floor can never leave a row out
-            [math.floor(since / 60) - 1, since, *project_ids, limit],
+            # the same division and floor as the database's (IEEE doubles both): a later ``updated`` is never
+            # in an earlier minute
+            [math.floor(since / 60), since, *project_ids, limit],
         )
     else:
         rows = cur.all(

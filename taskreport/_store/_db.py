@@ -67,8 +67,8 @@ class Dialect(abc.ABC):
         return False
 
     def conflict(self, exc: BaseException) -> bool:
-        """True when ``exc`` is a clash with a concurrent transaction (a deadlock, a serialization failure):
-        the same work, run again alone, can succeed."""
+        """True when ``exc`` is a clash with a concurrent transaction (a deadlock, a serialization failure, a
+        lock not had in time): the same work, run again alone, can succeed."""
         return False
 
     def connection_lost(self, exc: BaseException) -> bool:

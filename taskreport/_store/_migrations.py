@@ -87,13 +87,15 @@ MIGRATIONS: list[list[Statement]] = [
     # (its test on ``updated`` is an expression), and the live feed's, which on PostgreSQL now walks the minute
     # a task last changed in (a generated column, the same for every update of a task within that minute).
     # Room left in each page lets the new version of a row stay on its page, which HOT needs.
+    # (The indexes go before the column, whose rewrite of the table would rebuild them, and the room is set
+    # before it too, so that the rows it writes again have room. Generated columns: PostgreSQL 12 and later.)
     [
         "DROP INDEX tasks_running",
-        "CREATE INDEX tasks_running ON tasks (status)",
-        ("postgresql", _MINUTE_COLUMN),
-        ("postgresql", "CREATE INDEX tasks_changed ON tasks (updated_minute, project_id)"),
         ("postgresql", "DROP INDEX tasks_updated"),
         ("postgresql", "ALTER TABLE tasks SET (fillfactor = 80)"),
+        ("postgresql", _MINUTE_COLUMN),
+        "CREATE INDEX tasks_running ON tasks (status)",
+        ("postgresql", "CREATE INDEX tasks_changed ON tasks (updated_minute, project_id)"),
     ],
 ]
 

@@ -109,4 +109,5 @@ class PostgresDialect(Dialect):
     def conflict(self, exc: BaseException) -> bool:
         from psycopg import errors
 
-        return isinstance(exc, errors.DeadlockDetected | errors.SerializationFailure)
+        # LockNotAvailable: a lock waited on past lock_timeout (the event loop's progress connection sets one)
+        return isinstance(exc, errors.DeadlockDetected | errors.SerializationFailure | errors.LockNotAvailable)

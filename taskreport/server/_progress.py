@@ -63,41 +63,63 @@ class ProgressLane:
         try:
             while state.pending:
                 taken, state.pending = state.pending[: self.max_batch], state.pending[self.max_batch :]
-                groups: dict[tuple[int, tuple[str, ...]], dict[str, _Item]] = {}
+                groups: dict[tuple[int, tuple[str, ...]], list[_Item]] = {}
+                seen: set[tuple[int, str]] = set()
                 again: list[_Item] = []
                 for item in taken:
-                    group = groups.setdefault((item[0].project_id, tuple(sorted(item[2]))), {})
-                    if item[1] in group:
-                        # a task twice in one statement would get either value: the later waits for the next
+                    key = (item[0].project_id, item[1])
+                    if key in seen:
+                        # a task twice in one round: in one statement either value could stay, and its two sets
+                        # of fields would be two statements in no set order. The later waits for the next round
                         again.append(item)
-                    else:
-                        group[item[1]] = item
+                        continue
+                    seen.add(key)
+                    groups.setdefault((item[0].project_id, tuple(sorted(item[2]))), []).append(item)
                 state.pending[:0] = again
-                for group in groups.values():
-                    await self._send(list(group.values()))
+                try:
+                    for group in groups.values():
+                        if not await self._send(group):
+                            # these go to the writer: so do the updates of the same tasks queued behind them,
+                            # which the loop would otherwise write first
+                            keys = {(item[0].project_id, item[1]) for item in group}
+                            behind, state.pending = _split(state.pending, keys)
+                            _settle(behind, {})
+                finally:
+                    # every update this round took is answered, even when the round ended early (cancelled, or
+                    # a hook re-raising an internal error): None sends it to the writer
+                    _settle([item for group in groups.values() for item in group], {})
         finally:
             state.drain = None
             # cancelled (the loop is closing): whoever still waits goes to the writer
             _settle(state.pending, {})
             state.pending = []
 
-    async def _send(self, items: list[_Item]) -> None:
-        rows: dict[str, TaskRow] = {}
+    async def _send(self, items: list[_Item]) -> bool:
+        """Write ``items`` in one statement and answer each; False when the statement failed."""
         try:
             rows = await self.progress.update_many(items[0][0], [(item[1], item[2]) for item in items])
-        except asyncio.CancelledError:
-            _settle(items, {})
-            raise
         except Exception as exc:
+            _settle(items, {})
             self._failed(exc)
+            return False
         _settle(items, rows)
+        return True
 
     def _failed(self, exc: Exception) -> None:
         if self.store.connection_lost(exc) or self.store.conflict(exc):
-            # the database restarted, or a concurrent batch held the rows: the writer takes these
+            # the database restarted, or a concurrent transaction held the rows too long: the writer takes these
             logger.debug("taskreport server: progress updates from the event loop failed (%r)", exc)
             return
         _internal.report("progress updates from the event loop failed; the writer writes them", exc)
+
+
+def _split(items: list[_Item], keys: set[tuple[int, str]]) -> tuple[list[_Item], list[_Item]]:
+    """``items`` of the tasks ``keys`` names, and the others (each list in its order)."""
+    mine: list[_Item] = []
+    others: list[_Item] = []
+    for item in items:
+        (mine if (item[0].project_id, item[1]) in keys else others).append(item)
+    return mine, others
 
 
 def _settle(items: list[_Item], rows: Mapping[str, TaskRow]) -> None:

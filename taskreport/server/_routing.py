@@ -117,6 +117,7 @@ def build_router(api: Api, routes: Mapping[str, Resource], mounts: Sequence[Base
     for path, resource in routes.items():
         route = Route(path, Endpoint(api, resource))
         # one route takes both forms (two routes cost a miss each for every request to the routes after them)
+        assert route.path_regex.pattern.endswith("$"), "Starlette's route pattern changed: the slash needs another way"
         route.path_regex = re.compile(route.path_regex.pattern.removesuffix("$") + "/?$")
         api_routes.append(route)
     inner = Router(api_routes, redirect_slashes=False, default=not_found)

@@ -155,3 +155,53 @@ def test_patches_over_http_are_written_by_the_event_loop_and_answered_as_before(
     assert bad.status_code == 400 and bad.json()["errors"][0]["attr"] == "value"
     assert queued == ["nope"]  # the unknown task went on to the writer, which answered the 404
     assert session.get(f"{server.tasks_url}{ids[2]}/").json()["value"] == 12
+
+
+def test_updates_of_one_task_with_different_fields_are_written_in_arrival_order(store: Store) -> None:
+    """Two updates of one task, setting different fields, queued together with another task's: the later
+    arrival is written last (the statement for its set of fields may come first in the round)."""
+    scope, ids, _ = _tasks(store, 2)
+    assert store.async_progress is not None
+    lane = ProgressLane(store, store.async_progress)
+
+    async def scenario() -> list[Any]:
+        return await asyncio.gather(
+            lane.write(scope, ids[1], {"value": 1}),
+            lane.write(scope, ids[0], {"value": 2, "value_max": 50}),
+            lane.write(scope, ids[0], {"value": 3}),
+        )
+
+    answers = asyncio.run(scenario())
+    assert [(row["value"], row["value_max"]) for row in answers] == [(1, 100), (2, 50), (3, 50)]
+    with store.transaction(write=False) as tx:
+        final = tx.get_task(scope, ids[0])
+    assert (final["value"], final["value_max"]) == (3, 50)
+
+
+def test_a_row_held_elsewhere_sends_its_statement_and_what_queued_behind_to_the_writer(
+    store: Store, postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A transaction holding a task's row (a writer's batch, a batch request): the loop's statement gives up
+    after its lock timeout instead of stalling every update behind it; its updates, and the later ones of the
+    same tasks, go to the writer (None), in order; nothing is reported as an error."""
+    caplog.set_level(logging.DEBUG, logger="taskreport.server")
+    scope, ids, _ = _tasks(store, 3)
+    assert store.async_progress is not None
+    lane = ProgressLane(store, store.async_progress)
+    holder = psycopg.connect(postgres_url)
+    try:
+        holder.execute("SELECT 1 FROM tasks WHERE public_id = %s FOR UPDATE", (ids[0],))
+
+        async def scenario() -> list[Any]:
+            first = [asyncio.ensure_future(lane.write(scope, task_id, {"value": 1})) for task_id in ids[:2]]
+            await asyncio.sleep(0.01)  # the statement is out, waiting for the row
+            behind = [asyncio.ensure_future(lane.write(scope, task_id, {"value": 2})) for task_id in ids]
+            return await asyncio.wait_for(asyncio.gather(*first, *behind), 10)
+
+        answers = asyncio.run(scenario())
+    finally:
+        holder.close()
+    # the statement of ids[0] and ids[1] failed; behind it, their updates go to the writer too, ids[2]'s not
+    assert [a if a is None else a["value"] for a in answers] == [None, None, None, None, 2]
+    assert any("from the event loop failed" in r.getMessage() for r in caplog.records)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
