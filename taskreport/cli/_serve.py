@@ -71,10 +71,19 @@ def bootstrap(
     return made
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
+#: each of several server processes listens on a socket of its own on the one port, and the kernel spreads the
+#: connections over them. One shared socket lets whichever process accepts first take every connection that
+#: waits (a client opening its keep-alive connections at once put all of them on one process). Linux only:
+#: elsewhere SO_REUSEPORT does not spread connections.
+SPREAD_CONNECTIONS = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+
+
+def bind_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     # uvicorn writes a response's headers and body separately; without this the body waits for the
     # client's delayed ACK (~40 ms on Linux) on every keep-alive request
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -86,11 +95,11 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def listen_on(host: str, port: int) -> socket.socket:
+def listen_on(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     """The bound socket, or one line saying why not (a busy port names the address and the way out)."""
     shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
-        return bind_socket(host, port)
+        return bind_socket(host, port, reuse_port=reuse_port)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise click.ClickException(
@@ -292,7 +301,9 @@ def serve(**opts: Any) -> None:
             raise click.BadParameter("give at least one domain", param_hint="--email-domains")
     url = local_url(opts["host"], opts["port"], tls)
     base_url = opts["base_url"].rstrip("/") if opts["base_url"] else None
-    sock = listen_on(opts["host"], opts["port"])
+    spread = opts["workers"] > 1 and SPREAD_CONNECTIONS
+    # spread: the parent's socket holds the port (and finds it busy, or picks it for --port 0) but never listens
+    sock = listen_on(opts["host"], opts["port"], reuse_port=spread)
     settings = ServerSettings(
         store_url=opts["db"] or default_db(),
         base_url=base_url or (None if opts["host"] in _WILDCARDS else url),
@@ -349,6 +360,10 @@ def serve(**opts: Any) -> None:
     click.echo(f"Starting {opts['workers']} server processes", err=True)
 
     def run_worker() -> None:
-        run_server(create_app(settings), sock, **uvicorn_options)
+        own = sock
+        if spread:
+            own = bind_socket(opts["host"], sock.getsockname()[1], reuse_port=True)
+            sock.close()  # the parent's, in this process: the parent keeps its own
+        run_server(create_app(settings), own, **uvicorn_options)
 
     sys.exit(serve_forked(run_worker, opts["workers"]))

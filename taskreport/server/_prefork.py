@@ -1,10 +1,11 @@
-"""Several server processes on one listening socket: ``taskreport serve --workers N``.
+"""Several server processes on one port: ``taskreport serve --workers N``.
 
-The parent binds the socket, forks the workers and supervises them; the kernel hands each new connection to
-one worker. uvicorn's own supervisor spawns fresh interpreters and pickles its config into them, which our
-config (an app object, a protocol class made at run time) does not survive; forking after the imports also
-makes each worker start in milliseconds. A worker builds its own app, so no connection, thread or pool is
-shared across processes; what they share is the database (PostgreSQL, or SQLite's file and its locks).
+The parent binds the port, forks the workers and supervises them; the kernel hands each new connection to
+one worker (on Linux each worker listens on a socket of its own: see ``SPREAD_CONNECTIONS`` in
+``cli._serve``). uvicorn's own supervisor spawns fresh interpreters and pickles its config into them, which
+our config (an app object, a protocol class made at run time) does not survive; forking after the imports
+also makes each worker start in milliseconds. A worker builds its own app, so no connection, thread or pool
+is shared across processes; what they share is the database (PostgreSQL, or SQLite's file and its locks).
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ worker that dies is replaced while the others go on answering; SIGTERM stops the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -55,11 +56,11 @@ def _wait_for(predicate: Any, timeout: float = 20.0) -> Any:
     raise AssertionError("timed out")
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def workers_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str, str]]:
+@contextlib.contextmanager
+def _serving(tmp_path: Path, db: str, workers: int) -> Iterator[tuple[subprocess.Popen[str], str, str]]:
+    """``taskreport serve --workers N`` on ``db``, answering and with its N processes up."""
     if not TASKREPORT.exists():
         pytest.skip(f"no console script at {TASKREPORT}: pip install -e '.[server]'")
-    db = str(tmp_path / "served.db") if request.param == "sqlite" else request.getfixturevalue("postgres_url")
     port = _free_port()
     env = {
         **{k: v for k, v in os.environ.items() if (not k.startswith("TASKREPORT_") or k == "TASKREPORT_SCRYPT_N")},
@@ -67,8 +68,8 @@ def workers_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[t
         "TASKREPORT_CONFIG": str(tmp_path / "config.toml"),
     }
     process = subprocess.Popen(
-        [str(TASKREPORT), "serve", "--db", db, "--port", str(port), "--workers", "2", "--log-level", "warning",
-         "--no-write-config", "--token-cache-seconds", "60"],
+        [str(TASKREPORT), "serve", "--db", db, "--port", str(port), "--workers", str(workers), "--log-level",
+         "warning", "--no-write-config", "--token-cache-seconds", "60"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -94,7 +95,7 @@ def workers_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[t
                 return False
 
         _wait_for(up)
-        _wait_for(lambda: len(_children(process.pid)) == 2)
+        _wait_for(lambda: len(_children(process.pid)) == workers)
         yield process, url, token
     finally:
         if process.poll() is None:
@@ -106,6 +107,55 @@ def workers_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[t
                     os.kill(child, signal.SIGKILL)
                 process.kill()
                 process.wait()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def workers_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str, str]]:
+    db = str(tmp_path / "served.db") if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    with _serving(tmp_path, db, 2) as served:
+        yield served
+
+
+def _sockets_by_process(pids: set[int], port: int, state: str) -> dict[int, int]:
+    """How many sockets on local ``port`` in ``state`` (01 established, 0A listening) each process holds."""
+    inodes: dict[str, int] = {}
+    for name in ("tcp", "tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/net/{name}").read_text().splitlines()[1:]:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == state:
+                    inodes[fields[9]] = 0
+    held = dict.fromkeys(pids, 0)
+    for pid in pids:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:[") and target[8:-1] in inodes:
+                    held[pid] += 1
+    return held
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel spreads connections on Linux only")
+def test_connections_opened_at_once_are_spread_over_the_processes(tmp_path: Path) -> None:
+    """A client opening its keep-alive connections all at once (a load generator, a proxy's pool) gets them
+    spread over the processes: with one shared listening socket, the first process to accept took them all."""
+    with _serving(tmp_path, str(tmp_path / "served.db"), 4) as (process, url, _token):
+        port = int(url.rsplit(":", 1)[1])
+        # every process listening (one that is still starting would get none of what is opened now)
+        _wait_for(lambda: min(_sockets_by_process(_children(process.pid), port, "0A").values()) >= 1)
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(64)]
+        try:
+            for client in clients:
+                client.sendall(b"GET /api/ping/ HTTP/1.1\r\nHost: x\r\n\r\n")
+            for client in clients:
+                assert client.recv(65536).startswith(b"HTTP/1.1 200")
+            held = _sockets_by_process(_children(process.pid), port, "01")
+        finally:
+            for client in clients:
+                client.close()
+    assert sum(held.values()) == 64
+    # spread by a hash of each connection's addresses: each of the 4 holds some, none the most of them
+    assert min(held.values()) >= 1 and max(held.values()) <= 32, held
 
 
 def test_concurrent_writes_across_worker_processes_all_succeed(
