@@ -144,3 +144,26 @@ def test_a_single_statement_commits_on_its_own_and_leaves_its_connection_usable(
     finally:
         store.close()
         other.close()
+
+
+def test_a_transaction_inside_a_statement_is_refused_and_the_store_goes_on(postgres_url: str) -> None:
+    """Inside ``statement()`` a transaction would take another connection and commit apart from the statement
+    (a savepoint or a rollback there would not undo the statement): refused at once, before it begins."""
+    store = open_store(postgres_url, pool_size=2)
+    try:
+        with store.transaction() as tx:
+            scope = tx.ensure_project("acme", "web")
+            task = tx.create_task(scope, {"name": "progress"})
+        for nested in (lambda: store.transaction(), lambda: store.statement()):
+            with pytest.raises(RuntimeError, match=r"inside Store\.statement"), store.statement() as tx:
+                tx.update_progress(scope, task["id"], {"value": 5})
+                with nested():
+                    pass  # pragma: no cover - refused on entry
+        # the statement before the refusal was its own commit; the store and its connections go on
+        with store.transaction() as tx:
+            assert tx.get_task(scope, task["id"])["value"] == 5
+            tx.update_task(scope, task["id"], {"value": 6})
+        with store.statement() as tx:
+            assert tx.update_progress(scope, task["id"], {"value": 7})["value"] == 7
+    finally:
+        store.close()

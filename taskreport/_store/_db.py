@@ -241,12 +241,16 @@ class Database:
         is the connection's autocommit, without the BEGIN and COMMIT round trips; one statement is atomic
         anyway. Elsewhere, and inside a transaction, it is an ordinary write transaction."""
         depth: int = getattr(self._local, "depth", 0)
+        if getattr(self._local, "statement", False):
+            raise RuntimeError("a transaction or statement inside Store.statement(): it takes no other")
         if depth or not self.dialect.pooled:
             with self.transaction(write=True) as cur:
                 yield cur
             return
         with GATE.passage():
             conn = self._checkout()
+            # a transaction begun inside would take another connection and commit apart from this one
+            self._local.statement = True
             try:
                 yield Cursor(conn, self.dialect, True)
             except BaseException as exc:
@@ -257,10 +261,14 @@ class Database:
                 else:
                     self._checkin(conn)
                 raise
+            finally:
+                self._local.statement = False
             self._checkin(conn)
 
     @contextmanager
     def _transaction(self, write: bool) -> Iterator[Cursor]:
+        if getattr(self._local, "statement", False):
+            raise RuntimeError("a transaction or statement inside Store.statement(): it takes no other")
         depth = getattr(self._local, "depth", 0)
         conn = self.connection() if depth or not self.dialect.pooled else self._checkout()
         if depth:
