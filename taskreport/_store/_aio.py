@@ -73,8 +73,7 @@ class AsyncProgress:
         async with lock:
             conn = await self._connection(loop)
             try:
-                for columns, rows in _bulk.by_columns(items).items():
-                    query, params = _bulk.returning_statement("postgresql", scope, columns, rows, time.time())
+                for query, params in _bulk.returning_statements("postgresql", scope, items, time.time()):
                     cursor = await conn.execute(self._sql(query), params)
                     for row in await cursor.fetchall():
                         out[row["public_id"]] = task_out(row, scope)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from ._db import Cursor, Row
@@ -33,7 +33,7 @@ def qualifies(fields: Mapping[str, Any]) -> bool:
 _LIVE_ACTION = "EXISTS (SELECT 1 FROM actions a WHERE a.task_id = tasks.id AND a.status <> 'cancelled')"
 
 
-def by_columns(items: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[tuple[str, ...], list[list[Any]]]:
+def _by_columns(items: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[tuple[str, ...], list[list[Any]]]:
     """The items grouped by the fields they set, each as its values (in the columns' order), then its id."""
     groups: dict[tuple[str, ...], list[list[Any]]] = {}
     for task_id, fields in items:
@@ -55,7 +55,7 @@ def _assignments(columns: tuple[str, ...]) -> str:
 
 
 def update_values(cur: Cursor, scope: Scope, items: Sequence[tuple[str, Mapping[str, Any]]],
-                  now: float | None = None) -> set[str]:  # fmt: skip
+                  now: float | None = None) -> set[str]:
     """Write the qualifying ``(task id, fields)`` items; returns the ids of those written. Items of unknown
     tasks, or of tasks with a live action, are left for the caller (their ids are absent)."""
     now = time.time() if now is None else now
@@ -69,7 +69,7 @@ def update_values(cur: Cursor, scope: Scope, items: Sequence[tuple[str, Mapping[
         )
     }
     written: set[str] = set()
-    for columns, rows in by_columns([(task_id, fields) for task_id, fields in items if task_id not in busy]).items():
+    for columns, rows in _by_columns([(task_id, fields) for task_id, fields in items if task_id not in busy]).items():
         if cur.dialect.name == "postgresql" or sqlite3.sqlite_version_info >= (3, 33):
             matched = _update_from_values(cur, scope, columns, rows, now)
         else:
@@ -97,23 +97,29 @@ def update_one(cur: Cursor, scope: Scope, task_id: str, fields: Mapping[str, Any
 
 
 def update_returning(cur: Cursor, scope: Scope, items: Sequence[tuple[str, Mapping[str, Any]]],
-                     now: float) -> dict[str, Row]:  # fmt: skip
+                     now: float) -> dict[str, Row]:
     """Several requests' qualifying progress (distinct task ids) in one statement per set of columns: the rows
     as written, by task id. A task that is unknown or has a live action is absent, for the caller to write the
     ordinary way. The server's writer groups the PATCHes of one batch here: one statement instead of a
     savepoint, an update and a release for each (on PostgreSQL, three round trips a request)."""
     out: dict[str, Row] = {}
-    for columns, rows in by_columns(items).items():
-        query, params = returning_statement(cur.dialect.name, scope, columns, rows, now)
+    for query, params in returning_statements(cur.dialect.name, scope, items, now):
         for row in cur.all(query, params):
             out[row["public_id"]] = row
     return out
 
 
-def returning_statement(dialect: str, scope: Scope, columns: tuple[str, ...], rows: Sequence[Sequence[Any]],
-                        now: float) -> tuple[str, list[Any]]:  # fmt: skip
-    """The statement of :func:`update_returning` for one set of columns (``?`` for its parameters), and its
-    parameters: ``rows`` are each the columns' values, then the task id (distinct ids)."""
+def returning_statements(dialect: str, scope: Scope, items: Sequence[tuple[str, Mapping[str, Any]]],
+                         now: float) -> Iterator[tuple[str, list[Any]]]:  # fmt: skip
+    """The statements of :func:`update_returning` (``?`` for their parameters) and their parameters, one per
+    set of columns: for a caller with a connection of its own (the server's event loop)."""
+    for columns, rows in _by_columns(items).items():
+        yield _returning_statement(dialect, scope, columns, rows, now)
+
+
+def _returning_statement(dialect: str, scope: Scope, columns: tuple[str, ...], rows: Sequence[Sequence[Any]],
+                         now: float) -> tuple[str, list[Any]]:  # fmt: skip
+    """One set of columns' statement: ``rows`` are each the columns' values, then the task id (distinct ids)."""
     width = len(columns) + 1
     values = _values(dialect, columns, len(rows))
     if dialect == "postgresql":

@@ -241,8 +241,7 @@ class Database:
         is the connection's autocommit, without the BEGIN and COMMIT round trips; one statement is atomic
         anyway. Elsewhere, and inside a transaction, it is an ordinary write transaction."""
         depth: int = getattr(self._local, "depth", 0)
-        if getattr(self._local, "statement", False):
-            raise RuntimeError("a transaction or statement inside Store.statement(): it takes no other")
+        self._refuse_inside_statement()
         if depth or not self.dialect.pooled:
             with self.transaction(write=True) as cur:
                 yield cur
@@ -265,10 +264,13 @@ class Database:
                 self._local.statement = False
             self._checkin(conn)
 
-    @contextmanager
-    def _transaction(self, write: bool) -> Iterator[Cursor]:
+    def _refuse_inside_statement(self) -> None:
         if getattr(self._local, "statement", False):
             raise RuntimeError("a transaction or statement inside Store.statement(): it takes no other")
+
+    @contextmanager
+    def _transaction(self, write: bool) -> Iterator[Cursor]:
+        self._refuse_inside_statement()
         depth = getattr(self._local, "depth", 0)
         conn = self.connection() if depth or not self.dialect.pooled else self._checkout()
         if depth:
