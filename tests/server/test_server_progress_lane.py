@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 import requests
+from writer_batches import tasks_and_a_watched_one
 
 from taskreport._store import Scope, Store, open_store
 from taskreport.server import _writer
@@ -26,17 +27,6 @@ def store(postgres_url: str) -> Iterator[Store]:
     opened = open_store(postgres_url)
     yield opened
     opened.close()
-
-
-def _tasks(store: Store, count: int) -> tuple[Scope, list[str], str]:
-    """``count`` plain tasks, and one with an action that may yet fire."""
-    with store.transaction() as tx:
-        scope = tx.ensure_project("acme", "web")
-        ids = [tx.create_task(scope, {"name": f"t{n}", "status": "processing"})["id"] for n in range(count)]
-        watched = tx.create_task(scope, {"name": "with an action"})["id"]
-        tx.create_action(scope, watched, {"trigger": "success", "integration": "email",
-                                          "config": {"to": "ops@example.com"}})  # fmt: skip
-    return scope, ids, watched
 
 
 def _counting(store: Store) -> list[int]:
@@ -59,7 +49,7 @@ def _values(store: Store, scope: Scope, ids: list[str]) -> list[Any]:
 
 
 def test_concurrent_updates_go_in_a_few_statements_and_each_gets_its_own_row(store: Store) -> None:
-    scope, ids, watched = _tasks(store, 40)
+    scope, ids, watched = tasks_and_a_watched_one(store, 40)
     assert store.async_progress is not None
     lane = ProgressLane(store, store.async_progress)
     sizes = _counting(store)
@@ -85,7 +75,7 @@ def test_a_closed_connection_sends_its_updates_to_the_writer_then_reconnects(
     store: Store, postgres_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="taskreport.server")
-    scope, ids, _ = _tasks(store, 2)
+    scope, ids, _ = tasks_and_a_watched_one(store, 2)
     assert store.async_progress is not None
     lane = ProgressLane(store, store.async_progress)
     app = urllib.parse.parse_qs(urllib.parse.urlsplit(postgres_url).query)["application_name"][0]
@@ -111,7 +101,7 @@ def test_a_closed_connection_sends_its_updates_to_the_writer_then_reconnects(
 def test_a_database_that_refuses_connections_is_not_asked_again_for_a_while(postgres_url: str) -> None:
     store = open_store(postgres_url)
     try:
-        scope, ids, _ = _tasks(store, 1)
+        scope, ids, _ = tasks_and_a_watched_one(store, 1)
         assert store.async_progress is not None
         # the same store, its event-loop path pointed at a port nothing listens on
         store.async_progress.url = "postgresql://postgres@127.0.0.1:9/none"
@@ -160,7 +150,7 @@ def test_patches_over_http_are_written_by_the_event_loop_and_answered_as_before(
 def test_updates_of_one_task_with_different_fields_are_written_in_arrival_order(store: Store) -> None:
     """Two updates of one task, setting different fields, queued together with another task's: the later
     arrival is written last (the statement for its set of fields may come first in the round)."""
-    scope, ids, _ = _tasks(store, 2)
+    scope, ids, _ = tasks_and_a_watched_one(store, 2)
     assert store.async_progress is not None
     lane = ProgressLane(store, store.async_progress)
 
@@ -185,7 +175,7 @@ def test_a_row_held_elsewhere_sends_its_statement_and_what_queued_behind_to_the_
     after its lock timeout instead of stalling every update behind it; its updates, and the later ones of the
     same tasks, go to the writer (None), in order; nothing is reported as an error."""
     caplog.set_level(logging.DEBUG, logger="taskreport.server")
-    scope, ids, _ = _tasks(store, 3)
+    scope, ids, _ = tasks_and_a_watched_one(store, 3)
     assert store.async_progress is not None
     lane = ProgressLane(store, store.async_progress)
     holder = psycopg.connect(postgres_url)

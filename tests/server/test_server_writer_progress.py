@@ -12,23 +12,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from writer_batches import run_as_one_batch
+from writer_batches import run_as_one_batch, tasks_and_a_watched_one
 
 from taskreport._errors import NotFound, ValidationError
-from taskreport._store import Scope, Store, Tx, open_store
+from taskreport._store import Scope, Tx, open_store
 from taskreport.server._writer import Writer
-
-
-def _tasks(store: Store, count: int) -> tuple[Scope, list[str], str]:
-    """``count`` plain tasks, and one with an action that may yet fire."""
-    with store.transaction() as tx:
-        scope = tx.ensure_project("acme", "web")
-        ids = [tx.create_task(scope, {"name": f"t{n}"})["id"] for n in range(count)]
-        watched = tx.create_task(scope, {"name": "with an action"})["id"]
-        tx.create_action(scope, watched, {"trigger": "success", "integration": "email",
-                                          "config": {"to": "ops@example.com"}})  # fmt: skip
-    return scope, ids, watched
-
 
 Update = tuple[Callable[[Tx], Any], tuple[Scope, str, dict[str, int]]]
 
@@ -85,7 +73,7 @@ def _run_batch(store_url: str, count: int, updates: Callable[[list[str], str, st
             yield tx
 
     try:
-        scope, ids, watched = _tasks(store, count)
+        scope, ids, watched = tasks_and_a_watched_one(store, count)
         ran_alone: list[str] = []
         progress = _progress(scope, ran_alone)
         chosen = updates(ids, watched, store.dialect)
@@ -171,7 +159,7 @@ def test_a_statement_whose_connection_was_closed_is_written_again_on_a_new_one(
     store = open_store(postgres_url)
     writer = Writer(store, threads=1)
     try:
-        scope, ids, _ = _tasks(store, 2)
+        scope, ids, _ = tasks_and_a_watched_one(store, 2)
         # the pool's idle connections, closed by the database (a restart, an idle timeout)
         app = urllib.parse.parse_qs(urllib.parse.urlsplit(postgres_url).query)["application_name"][0]
         with psycopg.connect(postgres_url.split("?", 1)[0], autocommit=True) as admin:
