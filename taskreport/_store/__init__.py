@@ -136,7 +136,7 @@ class Store:
         self.url = url
         self.db = Database(dialect_for(url, pool_size))
         #: progress updates from an event loop, on PostgreSQL (see ``_aio``); None elsewhere
-        self.async_progress = AsyncProgress(url, self.db.dialect.sql) if self.db.dialect.name == "postgresql" else None
+        self.async_progress = AsyncProgress(url) if self.db.dialect.name == "postgresql" else None
         try:
             migrate(self.db)
         except BaseException:

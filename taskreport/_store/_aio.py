@@ -10,9 +10,10 @@ socket; the loop then never waits on a thread. Only PostgreSQL: SQLite has no so
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import _bulk
@@ -32,10 +33,8 @@ class AsyncProgress:
     raised to the caller, which writes the same updates the ordinary way: this is a faster path, never the
     only one."""
 
-    def __init__(self, url: str, sql: Callable[[str], str]) -> None:
+    def __init__(self, url: str) -> None:
         self.url = url
-        #: the dialect's placeholders for the store's ``?``
-        self._sql = sql
         # by loop, held until the loop is found closed: a connection dropped unclosed would warn and keep its socket
         self._conns: dict[asyncio.AbstractEventLoop, Any] = {}
         self._locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
@@ -74,7 +73,7 @@ class AsyncProgress:
             conn = await self._connection(loop)
             try:
                 for query, params in _bulk.returning_statements("postgresql", scope, items, time.time()):
-                    cursor = await conn.execute(self._sql(query), params)
+                    cursor = await conn.execute(numbered(query), params)
                     for row in await cursor.fetchall():
                         out[row["public_id"]] = task_out(row, scope)
             except BaseException:
@@ -91,7 +90,11 @@ class AsyncProgress:
         from psycopg.rows import dict_row
 
         try:
-            conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True, row_factory=dict_row)
+            # a raw cursor takes PostgreSQL's own $1 placeholders as they are: psycopg would otherwise parse every
+            # statement past 50 parameters anew (it caches only smaller ones), a few microseconds per update
+            conn = await psycopg.AsyncConnection.connect(
+                self.url, autocommit=True, row_factory=dict_row, cursor_factory=psycopg.AsyncRawCursor
+            )
         except psycopg.OperationalError:
             self._failed_at = time.monotonic()  # the database is down or refusing: tried again later
             raise
@@ -118,6 +121,13 @@ class AsyncProgress:
         if self._pid == os.getpid():
             for conn in conns:
                 _finish(conn)
+
+
+@functools.lru_cache(maxsize=1024)
+def numbered(query: str) -> bytes:
+    """The store's statement (``?`` placeholders; none inside its literals) with PostgreSQL's ``$1``, ``$2``..."""
+    parts = query.split("?")
+    return "".join(f"{part}${n}" for n, part in enumerate(parts[:-1], start=1)).encode() + parts[-1].encode()
 
 
 def _finish(conn: Any) -> None:

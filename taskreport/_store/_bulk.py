@@ -10,6 +10,7 @@ to tasks with no live action (so nothing can fire). The caller writes every othe
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -120,21 +121,28 @@ def returning_statements(dialect: str, scope: Scope, items: Sequence[tuple[str, 
 def _returning_statement(dialect: str, scope: Scope, columns: tuple[str, ...], rows: Sequence[Sequence[Any]],
                          now: float) -> tuple[str, list[Any]]:  # fmt: skip
     """One set of columns' statement: ``rows`` are each the columns' values, then the task id (distinct ids)."""
+    query = _returning_query(dialect, columns, len(rows))
+    if dialect == "postgresql":
+        return query, [*(value for row in rows for value in row), scope.project_id, now]
+    return query, [now, *(value for row in rows for value in row), scope.project_id]
+
+
+@functools.lru_cache(maxsize=1024)
+def _returning_query(dialect: str, columns: tuple[str, ...], count: int) -> str:
+    # the text depends on the columns and the number of rows alone: a busy server asks for the same few
     width = len(columns) + 1
-    values = _values(dialect, columns, len(rows))
+    values = _values(dialect, columns, count)
     if dialect == "postgresql":
         # rows locked in one order (id), so that two batches touching the same tasks wait for each other
         # instead of deadlocking (PostgreSQL would notice only after deadlock_timeout, a second)
-        query = (f"WITH v AS (SELECT * FROM {values}), mine AS (SELECT tasks.id FROM tasks JOIN v ON"
-                 f" tasks.public_id = v.column{width} WHERE tasks.project_id = ? ORDER BY tasks.id FOR UPDATE)"
-                 f" UPDATE tasks SET {_assignments(columns)}, updated = ? FROM v WHERE tasks.id IN"
-                 f" (SELECT id FROM mine) AND tasks.public_id = v.column{width} AND NOT {_LIVE_ACTION}"
-                 " RETURNING tasks.*")  # fmt: skip
-        return query, [*(value for row in rows for value in row), scope.project_id, now]
+        return (f"WITH v AS (SELECT * FROM {values}), mine AS (SELECT tasks.id FROM tasks JOIN v ON"
+                f" tasks.public_id = v.column{width} WHERE tasks.project_id = ? ORDER BY tasks.id FOR UPDATE)"
+                f" UPDATE tasks SET {_assignments(columns)}, updated = ? FROM v WHERE tasks.id IN"
+                f" (SELECT id FROM mine) AND tasks.public_id = v.column{width} AND NOT {_LIVE_ACTION}"
+                " RETURNING tasks.*")  # fmt: skip
     # SQLite's RETURNING takes no table name: its * is the updated table's columns alone
-    query = (f"UPDATE tasks SET {_assignments(columns)}, updated = ? FROM {values} WHERE tasks.project_id = ?"
-             f" AND tasks.public_id = v.column{width} AND NOT {_LIVE_ACTION} RETURNING *")  # fmt: skip
-    return query, [now, *(value for row in rows for value in row), scope.project_id]
+    return (f"UPDATE tasks SET {_assignments(columns)}, updated = ? FROM {values} WHERE tasks.project_id = ?"
+            f" AND tasks.public_id = v.column{width} AND NOT {_LIVE_ACTION} RETURNING *")  # fmt: skip
 
 
 def _update_from_values(cur: Cursor, scope: Scope, columns: tuple[str, ...], rows: list[list[Any]],

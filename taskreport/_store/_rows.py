@@ -116,7 +116,7 @@ def task_out(row: Row, scope: Scope) -> TaskRow:
         value_max=row["value_max"],
         value_percent=value_percent(row["value"], row["value_max"]),
         data=load_json(row["data"]),
-        tags=load_json(tags) if tags else {},
+        tags=load_json(tags) if tags and tags != "{}" else {},
         parent=row["parent"],
         created=row["created"],
         updated=row["updated"],
