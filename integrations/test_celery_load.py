@@ -42,7 +42,10 @@ def test_one_thousand_celery_tasks_one_record_each(tmp_path: Path) -> None:
                 expected[t["tr.add"].delay(i, 2).id] = ("success", i + 2, None)
             for _ in range(20):
                 expected[t["tr.flaky"].delay(10, 0).id] = ("error", None, None)
-            revoked = [t["tr.add"].apply_async((0, 0), countdown=1.0).id for _ in range(30)]
+            # the revoke is a broadcast the worker must hear before the countdown ends; it is busy with the
+            # other 939 tasks here, and on a slow machine with the rest of the suite beside it one second was
+            # seen not to be enough (the revoked tasks ran). They come due well before the rest are done
+            revoked = [t["tr.add"].apply_async((0, 0), countdown=10.0).id for _ in range(30)]
             app.control.revoke(revoked)
             expected.update({celery_id: ("cancelled", None, None) for celery_id in revoked})
             for _ in range(10):

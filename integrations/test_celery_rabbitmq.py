@@ -64,7 +64,9 @@ def test_retries_keep_one_record(app: Any) -> None:
 
 
 def test_revoked_before_start_and_terminated_tasks_end_cancelled(app: Any) -> None:
-    early = app.tasks["tr.add"].apply_async((1, 1), countdown=1.0)
+    # the revoke must reach the worker before the countdown ends: one second is not always enough on a loaded
+    # machine (see the same test on Redis)
+    early = app.tasks["tr.add"].apply_async((1, 1), countdown=3.0)
     app.control.revoke(early.id)
     running = app.tasks["tr.sleep"].delay(30)
     wait_for(running.id, lambda r: r.status.value == "processing" and "pid" in (r.data or {}))
