@@ -30,9 +30,9 @@ ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 Send = Callable[[list[tuple[str, dict[str, Any]]]], Awaitable[int]]
 
 
-async def ordinary(url: str, scope: Any) -> tuple[Send, Any]:
+async def ordinary(url: str, scope: Any, sql: Callable[[str], str]) -> tuple[Send, Any]:
     """The same statements and rows through psycopg's default cursor, ``?`` made ``%s`` as the store's other
-    paths do: how the event loop sent them before it used a raw cursor."""
+    paths do (``sql``, the store's dialect's): how the event loop sent them before it used a raw cursor."""
     import psycopg
     from psycopg.rows import dict_row
 
@@ -44,7 +44,7 @@ async def ordinary(url: str, scope: Any) -> tuple[Send, Any]:
     async def send(items: list[tuple[str, dict[str, Any]]]) -> int:
         n = 0
         for query, params in _bulk.returning_statements("postgresql", scope, items, time.time()):
-            cursor = await conn.execute(query.replace("%", "%%").replace("?", "%s"), params)
+            cursor = await conn.execute(sql(query), params)
             n += len([task_out(row, scope) for row in await cursor.fetchall()])
         return n
 
@@ -66,16 +66,17 @@ async def measure(send: Send, ids: list[str], size: int, statements: int) -> tup
     return cpu / updates * 1e6, wall / updates * 1e6
 
 
-async def run(url: str, scope: Any, ids: list[str], args: argparse.Namespace) -> dict[int, dict[str, list]]:
+async def run(url: str, scope: Any, ids: list[str], sql: Callable[[str], str],
+              args: argparse.Namespace) -> dict[int, dict[str, list[tuple[float, float]]]]:  # fmt: skip
     from taskreport._store import AsyncProgress
 
     fast = AsyncProgress(url)
-    slow, conn = await ordinary(url, scope)
+    slow, conn = await ordinary(url, scope, sql)
 
     async def lane(items: list[tuple[str, dict[str, Any]]]) -> int:
         return len(await fast.update_many(scope, items))
 
-    results: dict[int, dict[str, list]] = {}
+    results: dict[int, dict[str, list[tuple[float, float]]]] = {}
     for size in args.sizes:
         results[size] = {"lane": [], "ordinary": []}
         for _ in range(args.rounds):  # alternating, so that a change in the machine's speed hits both
@@ -113,7 +114,7 @@ def main() -> None:
         store.close()
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("ANALYZE tasks")  # a running server's table has statistics
-        results = asyncio.run(run(url, scope, ids, args))
+        results = asyncio.run(run(url, scope, ids, store.db.dialect.sql, args))
     finally:
         with psycopg.connect(ADMIN, autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {name}")

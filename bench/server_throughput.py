@@ -262,16 +262,8 @@ def cpu_seconds(server_pid: int) -> dict[str, float] | None:
     import resource
     tick = os.sysconf("SC_CLK_TCK")
     used = {"server": 0.0, "postgresql": 0.0, "load generator": 0.0}
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        name = stat[stat.index("(") + 1 : stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2 :].split()
-        pid, ppid, seconds = int(entry.name), int(fields[1]), (int(fields[11]) + int(fields[12])) / tick
+    for pid, name, ppid, ticks in _processes():
+        seconds = ticks / tick
         if pid == server_pid or ppid == server_pid:
             used["server"] += seconds
         elif name == "postgres":
@@ -287,21 +279,16 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return dict(sorted(runs, key=lambda run: run["rate"])[len(runs) // 2])
 
 
-def _summed(samples: list[tuple[Any, Any, float]]) -> tuple[dict[str, float] | None, dict[str, float] | None, float]:
-    """CPU samples taken around several measurements as one (before, after, seconds): the busy time of each
-    measurement summed, over their summed length."""
-    if any(before is None or after is None for before, after, _ in samples):
-        return None, None, 1.0
-    used = {name: sum(after[name] - before[name] for before, after, _ in samples) for name in samples[0][1]}
-    return {name: 0.0 for name in used}, used, sum(seconds for _, _, seconds in samples)
-
-
-def cpu_share(before: dict[str, float] | None, after: dict[str, float] | None, seconds: float) -> str:
-    if before is None or after is None:
+def cpu_share(samples: list[tuple[dict[str, float] | None, dict[str, float] | None, float]]) -> str:
+    """What each took of the cores over the measurements ``samples`` were taken around (before, after,
+    seconds): each measurement's busy time summed, over their summed length."""
+    measured = [(before, after) for before, after, _ in samples if before is not None and after is not None]
+    if not measured or len(measured) < len(samples):
         return "not measured (no /proc)"
-    parts = [f"{name} {(after[name] - before.get(name, 0.0)) / seconds:.2f}" for name in after]
-    total = sum(after[name] - before.get(name, 0.0) for name in after) / seconds
-    return f"{total:.2f} of {os.cpu_count()} cores busy ({', '.join(parts)})"
+    seconds = sum(length for _, _, length in samples)
+    used = {name: sum(after[name] - before[name] for before, after in measured) / seconds for name in measured[0][1]}
+    parts = [f"{name} {share:.2f}" for name, share in used.items()]
+    return f"{sum(used.values()):.2f} of {os.cpu_count()} cores busy ({', '.join(parts)})"
 
 
 # -- one core's share per process ---------------------------------------------------------------------------
@@ -356,22 +343,26 @@ def serving_processes(server_pid: int, workers: int) -> list[int]:
     """The server process and, with several, each of its workers once all are running."""
     deadline = time.monotonic() + 30
     while True:
-        children = [
-            int(entry.name)
-            for entry in Path("/proc").iterdir()
-            if entry.name.isdigit() and _parent_of(entry) == server_pid
-        ]
+        children = [pid for pid, _, ppid, _ in _processes() if ppid == server_pid]
         if workers == 1 or len(children) >= workers or time.monotonic() > deadline:
             return [server_pid, *children]
         time.sleep(0.05)
 
 
-def _parent_of(entry: Path) -> int:
-    try:
-        stat = (entry / "stat").read_text()
-    except OSError:
-        return -1
-    return int(stat[stat.rindex(")") + 2 :].split()[1])
+def _processes() -> list[tuple[int, str, int, int]]:
+    """(pid, name, parent's pid, CPU ticks used) of every process in /proc."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # ended meanwhile
+        fields = stat[stat.rindex(")") + 2 :].split()
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        out.append((int(entry.name), name, int(fields[1]), int(fields[11]) + int(fields[12])))
+    return out
 
 
 def fresh_database(store: str, workdir: Path, n: int) -> str:
@@ -459,7 +450,7 @@ def one_run(args: argparse.Namespace, workdir: Path, workers: int, use_wrk: bool
         for run in patches:
             for tid, value in run["acked"].items():
                 patch["acked"][tid] = max(value, patch["acked"].get(tid, value))
-        patch["cpu"] = cpu_share(*_summed(cpu))
+        patch["cpu"] = cpu_share(cpu)
     finally:
         server.send_signal(signal.SIGINT)
         server.wait(30)
