@@ -10,13 +10,13 @@ socket; the loop then never waits on a thread. Only PostgreSQL: SQLite has no so
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import _bulk
+from ._postgres import numbered
 from ._rows import Scope, TaskRow, task_out
 
 #: after the connection could not be made, how long writes go the ordinary way before the next try
@@ -121,13 +121,6 @@ class AsyncProgress:
         if self._pid == os.getpid():
             for conn in conns:
                 _finish(conn)
-
-
-@functools.lru_cache(maxsize=1024)
-def numbered(query: str) -> bytes:
-    """The store's statement (``?`` placeholders; none inside its literals) with PostgreSQL's ``$1``, ``$2``..."""
-    parts = query.split("?")
-    return "".join(f"{part}${n}" for n, part in enumerate(parts[:-1], start=1)).encode() + parts[-1].encode()
 
 
 def _finish(conn: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from typing import Any
@@ -11,6 +12,14 @@ from ._db import Dialect
 
 #: pools a forked child inherited: the parent's, never used or closed here (see _current_pool)
 _ABANDONED: list[Any] = []
+
+
+@functools.lru_cache(maxsize=1024)
+def numbered(query: str) -> bytes:
+    """The store's statement (``?`` placeholders; none inside its literals) with PostgreSQL's own ``$1``,
+    ``$2``...: for a raw cursor, which passes the text as it is (see :meth:`PostgresDialect.sql` for psycopg's)."""
+    parts = query.split("?")
+    return "".join(f"{part}${n}" for n, part in enumerate(parts[:-1], start=1)).encode() + parts[-1].encode()
 
 
 class PostgresDialect(Dialect):
