@@ -96,6 +96,9 @@ def _serving(tmp_path: Path, db: str, workers: int) -> Iterator[tuple[subprocess
 
         _wait_for(up)
         _wait_for(lambda: len(_children(process.pid)) == workers)
+        # and every one listening: on Linux each has a socket of its own, and one process answering the ping
+        # says nothing of another still starting (a test that then kills the first found the port refusing)
+        _wait_for(lambda: all(_sockets_by_process(_children(process.pid), port, "0A").values()))
         yield process, url, token
     finally:
         if process.poll() is None:
